@@ -1,0 +1,54 @@
+"""Console progress of a run: a tqdm bar on a terminal, and log lines anywhere.
+
+The bar (epoch, ETA, latest losses and accuracies) only shows on a TTY; the
+log lines, about ten per run, go to the console and to the run's log file, so a
+run started by a script or a sweeper still says how far it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tqdm import tqdm
+
+log = logging.getLogger("hreg")
+
+LOG_LINES_PER_RUN = 10
+
+
+def _format(metrics: dict[str, float]) -> str:
+    return (
+        f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.4f} | "
+        f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f}"
+    )
+
+
+class Progress:
+    def __init__(self, epochs: int, first_epoch: int = 1) -> None:
+        self.epochs = epochs
+        self.started = time.perf_counter()
+        self.first_epoch = first_epoch
+        self.log_every = max(1, epochs // LOG_LINES_PER_RUN)
+        self.bar = tqdm(
+            total=epochs, initial=first_epoch - 1, unit="epoch", dynamic_ncols=True, disable=None, leave=False
+        )
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float] | None) -> None:
+        """Advance the bar; show ``metrics`` when this epoch was evaluated."""
+        self.bar.update(1)
+        if metrics is None:
+            return
+        self.bar.set_postfix(
+            loss=f"{metrics['train_loss']:.3f}/{metrics['val_loss']:.3f}",
+            acc=f"{metrics['train_acc']:.3f}/{metrics['val_acc']:.3f}",
+            refresh=False,
+        )
+        if epoch % self.log_every == 0 or epoch == self.epochs:
+            done = epoch - self.first_epoch + 1
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / done * (self.epochs - epoch)
+            log.info("epoch %d/%d | %s | eta %.0fs", epoch, self.epochs, _format(metrics), eta)
+
+    def close(self) -> None:
+        self.bar.close()
