@@ -25,8 +25,16 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 EVAL_CHUNK = 20000  # rows per forward pass in evaluation: bounds memory on big splits
 
 
-class Diverged(RuntimeError):
+class StopRun(Exception):
+    """Ends a run early; ``status`` is what the result file records."""
+
+    status = "stopped"
+
+
+class Diverged(StopRun):
     """The training loss became NaN or infinite."""
+
+    status = "diverged"
 
 
 @dataclass

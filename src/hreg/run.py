@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from hreg.config import ConfigError, validate
 from hreg.data import build_data
 from hreg.device import build_device
-from hreg.loop import Diverged, evaluate_all, is_eval_epoch, train_epoch
+from hreg.hooks import Hook, RunContext
+from hreg.loop import StopRun, evaluate_all, is_eval_epoch, train_epoch
 from hreg.mnist import DataError
+from hreg.monitor import PROBE_SIZE, prediction_entropy, weight_stats
 from hreg.optimizer import build_optimizer
 from hreg.progress import Progress
 
@@ -47,8 +49,8 @@ def objective_value(objective: str, metrics: dict[str, float] | None) -> float:
     return metrics[objective]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Build everything from ``cfg``, train, and return the result record."""
+def build_context(cfg: DictConfig, run_dir: Path) -> RunContext:
+    """Every builder, in the order that reports a user's mistake before any slow work."""
     device = build_device(cfg.device)
     penalty = instantiate(cfg.regularizer)
     augment = instantiate(cfg.augment)
@@ -56,49 +58,87 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     data = build_data(cfg.data, device)
+    return RunContext(cfg, run_dir, device, model, optimizer, penalty, augment, data)
+
+
+def build_hooks(cfg: DictConfig) -> list[Hook]:
+    """The watchers of a run, as the config asks for them."""
+    hooks: list[Hook] = []
+    if cfg.get("monitor"):
+        hooks.append(instantiate(cfg.monitor))
+    return hooks
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything from ``cfg``, train, and return the result record (also in result.json)."""
+    ctx = build_context(cfg, run_dir)
+    hooks = build_hooks(cfg)
     log.info(
         "data: %d train / %d val / %d test on %s | %s | %s",
-        len(data.train), len(data.val), len(data.test), device, penalty, type(optimizer).__name__,
+        len(ctx.data.train), len(ctx.data.val), len(ctx.data.test), ctx.device, ctx.penalty,
+        type(ctx.optimizer).__name__,
     )
-
-    result: dict[str, Any] = {
-        "status": "running",
-        "objective": cfg.objective,
-        "device": str(device),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "epochs": cfg.epochs,
-        "epochs_completed": 0,
-        "history": [],
-        "best": None,
-        "final": None,
-    }
+    result = ctx.result
+    result.update(
+        status="running",
+        objective=cfg.objective,
+        device=str(ctx.device),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        epochs=cfg.epochs,
+        epochs_completed=0,
+        history=[],
+        best=None,
+        final=None,
+    )
+    first_epoch = 1
     started = time.perf_counter()
-    progress = Progress(cfg.epochs)
+    progress = Progress(cfg.epochs, first_epoch)
     try:
-        for epoch in range(1, cfg.epochs + 1):
-            stats = train_epoch(model, data.train, cfg.data.batch_size, optimizer, penalty, augment)
+        for hook in hooks:
+            hook.on_start(ctx, first_epoch)
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            stats = train_epoch(ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment)
             result["epochs_completed"] = epoch
             metrics = None
             if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
-                metrics = {"epoch": epoch, **evaluate_all(model, data), "penalty": stats.penalty}
-                result["history"].append(metrics)
-                result["final"] = metrics
-                if result["best"] is None or _better(cfg.objective, metrics, result["best"]):
-                    result["best"] = metrics
+                metrics = {"epoch": epoch, **evaluate_all(ctx.model, ctx.data), "penalty": stats.penalty}
+                _record(result, metrics, cfg.objective)
+                result["wall_time_s"] = time.perf_counter() - started
+                write_json(run_dir / RESULT_FILE, result)
+            for hook in hooks:
+                hook.on_epoch_end(ctx, epoch, stats, metrics)
             progress.epoch_done(epoch, metrics)
         result["status"] = "completed"
-    except Diverged as error:
-        result["status"] = "diverged"
-        result["error"] = str(error)
-        log.error("run diverged at epoch %d: %s", result["epochs_completed"] + 1, error)
-    except KeyboardInterrupt:
-        result["status"] = "interrupted"
+        _record_final_state(ctx)
+    except StopRun as stop:
+        result["status"] = stop.status
+        result["error"] = str(stop)
+        log.error("run stopped (%s) after epoch %d: %s", stop.status, result["epochs_completed"], stop)
+    except BaseException as error:
+        result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        result["error"] = repr(error)
         raise
     finally:
         progress.close()
+        for hook in hooks:
+            hook.on_end(ctx)
         result["wall_time_s"] = time.perf_counter() - started
         write_json(run_dir / RESULT_FILE, result)
     return result
+
+
+def _record_final_state(ctx: RunContext) -> None:
+    """What the weights and predictions look like at the end (read by reports)."""
+    probe = ctx.data.val if len(ctx.data.val) else ctx.data.test
+    ctx.result["weights"] = weight_stats(ctx.model)
+    ctx.result["entropy_mean"] = prediction_entropy(ctx.model, probe.x[:PROBE_SIZE]).mean().item()
+
+
+def _record(result: dict[str, Any], metrics: dict[str, float], objective: str) -> None:
+    result["history"].append(metrics)
+    result["final"] = metrics
+    if result["best"] is None or _better(objective, metrics, result["best"]):
+        result["best"] = metrics
 
 
 def _better(objective: str, metrics: dict[str, float], best: dict[str, float]) -> bool:

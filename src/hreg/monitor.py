@@ -1,0 +1,183 @@
+"""The `monitor` config group: what a run records about itself, for TensorBoard and the result file."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from hreg.data import Split
+from hreg.hooks import Hook, RunContext
+from hreg.loop import EpochStats, predict
+from hreg.model import MLP
+
+#: A weight counts as "near zero" below this magnitude (what L1 drives weights to).
+NEAR_ZERO = 1e-3
+MAX_ENTROPY = math.log(10)
+#: Validation images on which prediction entropy is measured (a fixed set, the same every snapshot).
+PROBE_SIZE = 10000
+
+
+def linear_weights(model: nn.Module) -> torch.Tensor:
+    """All Linear weights of the model as one flat tensor (biases excluded)."""
+    return torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, nn.Linear)])
+
+
+def weight_stats(model: nn.Module) -> dict[str, float]:
+    """Share of near-zero weights, L1 norm and L2 norm over all Linear weights."""
+    w = linear_weights(model)
+    return {
+        "near_zero_share": (w.abs() < NEAR_ZERO).float().mean().item(),
+        "l1_norm": w.abs().sum().item(),
+        "l2_norm": w.norm().item(),
+    }
+
+
+def prediction_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the predicted class distribution, per example, in eval mode."""
+    log_p = torch.log_softmax(predict(model, x), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def snapshot_epochs(epochs: int, count: int) -> set[int]:
+    """At most ``count`` epochs spread evenly over 1..epochs, always the first and the last."""
+    if count <= 1:
+        return {epochs}
+    return {round(1 + i * (epochs - 1) / (count - 1)) for i in range(count)}
+
+
+def input_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """d(cross-entropy)/d(input) of each Linear layer, on one batch, in train mode.
+
+    The model is left exactly as it was: no parameter gradient, BatchNorm
+    running statistic or random-number state is changed by looking.
+    """
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_input(name: str):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            args[0].retain_grad()
+            inputs[name] = args[0]
+
+        return hook
+
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    handles = [layer.register_forward_pre_hook(keep_input(name)) for name, layer in model.linear_layers().items()]
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            was_training = model.training
+            model.train()
+            F.cross_entropy(model(x.clone().requires_grad_()), y).backward()
+            model.train(was_training)
+        return {name: inp.grad.detach().clone() for name, inp in inputs.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+
+
+class TensorBoardMonitor(Hook):
+    """Writes a run's scalars, histograms and hyperparameters into its run directory.
+
+    Tags, grouped by kind: ``loss/*``, ``accuracy/*``, ``optim/lr``,
+    ``weights/fcK``, ``input_grad/fcK``, ``entropy/*``, and the HParams table.
+    Histograms are taken at ``histograms`` epochs at most (first and last
+    included); scalars at every evaluation.
+    """
+
+    def __init__(self, histograms: int = 20, hparams: bool = True) -> None:
+        self.histograms = histograms
+        self.hparams = hparams
+        self.writer: SummaryWriter | None = None
+        self.snapshots: set[int] = set()
+
+    def on_start(self, ctx: RunContext, first_epoch: int) -> None:
+        # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
+        self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
+        self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
+        self.probe = _probe_set(ctx)
+        if first_epoch == 1:
+            self._log_random_model(ctx)
+
+    def _log_random_model(self, ctx: RunContext) -> None:
+        """Entropy of an untrained model of the same architecture: the starting point to compare with."""
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            torch.manual_seed(ctx.cfg.seed + 1)
+            random_model = instantiate(ctx.cfg.model).to(ctx.device)
+        entropy = prediction_entropy(random_model, self.probe.x)
+        ctx.result["random_model_entropy"] = entropy.mean().item()
+        self.writer.add_histogram("entropy/random_model", entropy, 0)
+        self.writer.add_scalar("entropy/random_model_mean", entropy.mean(), 0)
+        self.writer.add_scalar("entropy/max_log10", MAX_ENTROPY, 0)
+
+    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
+        w = self.writer
+        if metrics is not None:
+            for split in ("train", "val", "test"):
+                w.add_scalar(f"loss/{split}", metrics[f"{split}_loss"], epoch)
+                w.add_scalar(f"accuracy/{split}", metrics[f"{split}_acc"], epoch)
+            w.add_scalar("loss/train_batches_data", stats.data_loss, epoch)
+            w.add_scalar("loss/train_batches_penalty", stats.penalty, epoch)
+            w.add_scalar("optim/lr", ctx.optimizer.param_groups[0]["lr"], epoch)
+        if epoch in self.snapshots:
+            self._snapshot(ctx, epoch)
+
+    def _snapshot(self, ctx: RunContext, epoch: int) -> None:
+        w = self.writer
+        model = ctx.model
+        for name, layer in model.linear_layers().items():
+            w.add_histogram(f"weights/{name}", layer.weight.detach(), epoch)
+        batch = ctx.data.train
+        size = ctx.cfg.data.batch_size
+        for name, grad in input_gradients(model, batch.x[:size], batch.y[:size]).items():
+            w.add_histogram(f"input_grad/{name}", grad, epoch)
+        entropy = prediction_entropy(model, self.probe.x)
+        w.add_histogram("entropy/model", entropy, epoch)
+        w.add_scalar("entropy/model_mean", entropy.mean(), epoch)
+
+    def on_end(self, ctx: RunContext) -> None:
+        if self.writer is None:
+            return
+        if self.hparams and ctx.result.get("final"):
+            final = ctx.result["final"]
+            metrics = {f"hparams/{k}": final[k] for k in ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc")}
+            self.writer.add_hparams(hparams_of(ctx.cfg), metrics, run_name=".")
+        self.writer.close()
+
+
+def _probe_set(ctx: RunContext) -> Split:
+    """The fixed set on which entropies are measured: the first PROBE_SIZE validation images."""
+    source = ctx.data.val if len(ctx.data.val) else ctx.data.test
+    return Split(source.x[:PROBE_SIZE], source.y[:PROBE_SIZE])
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, float | int | str | bool]:
+    """The run's choices as flat scalars, for TensorBoard's HParams table."""
+    norm = cfg.model.get("norm")
+    return {
+        "regularizer": cfg.regularizer.kind,
+        "lam": float(cfg.regularizer.lam),
+        "dropout": float(cfg.model.dropout),
+        "norm": "none" if norm is None else norm._target_.rsplit(".", 1)[-1],
+        "augment": _describe(cfg.augment),
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": float(cfg.optimizer.lr),
+        "epochs": int(cfg.epochs),
+        "train_fraction": float(cfg.data.train_fraction),
+        "seed": int(cfg.seed),
+    }
+
+
+def _describe(group: DictConfig) -> str:
+    """``key=value,...`` of a group's settings (``_target_`` left out), or ``none``."""
+    items = [f"{k}={v}" for k, v in group.items() if not k.startswith("_")]
+    return ",".join(items) or "none"
