@@ -1,0 +1,109 @@
+"""TensorBoard event files: what a run records, read back as TensorBoard would."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hreg.monitor import snapshot_epochs
+from hreg.run import train
+from tests.conftest import compose_config
+
+EPOCHS = 12
+SNAPSHOTS = 4
+LAYERS = ["fc1", "fc2", "fc3", "fc4"]
+
+
+def events(run_dir) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same short run, unregularized and with a strong L1 penalty."""
+    out = {}
+    for name, overrides in {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"]}.items():
+        run_dir = tmp_path_factory.mktemp(name)
+        cfg = compose_config(f"epochs={EPOCHS}", "eval_every=4", f"monitor.histograms={SNAPSHOTS}", *overrides)
+        out[name] = (run_dir, train(cfg, run_dir), events(run_dir))
+    return out
+
+
+def test_snapshot_epochs_are_at_most_n_with_first_and_last():
+    for epochs, count in [(1000, 20), (12, 4), (5, 20), (1, 3), (7, 1)]:
+        chosen = snapshot_epochs(epochs, count)
+        assert len(chosen) <= count and epochs in chosen and (count == 1 or 1 in chosen)
+
+
+def test_scalars_at_every_evaluation(runs):
+    _, result, acc = runs["none"]
+    tags = acc.Tags()["scalars"]
+    for tag in ["loss/train", "loss/val", "loss/test", "accuracy/val", "loss/train_batches_data",
+                "loss/train_batches_penalty", "optim/lr"]:
+        assert tag in tags
+        assert [e.step for e in acc.Scalars(tag)] == [h["epoch"] for h in result["history"]] == [1, 4, 8, 12]
+    assert acc.Scalars("loss/val")[-1].value == pytest.approx(result["final"]["val_loss"], rel=1e-5)
+
+
+def test_penalty_is_logged_apart_from_the_data_loss(runs):
+    _, _, acc = runs["l1"]
+    assert all(e.value > 0 for e in acc.Scalars("loss/train_batches_penalty"))
+    _, _, plain = runs["none"]
+    assert all(e.value == 0 for e in plain.Scalars("loss/train_batches_penalty"))
+
+
+def test_histograms_for_every_linear_layer_at_most_n_snapshots(runs):
+    _, _, acc = runs["none"]
+    histograms = acc.Tags()["histograms"]
+    for tag in [f"{kind}/{layer}" for kind in ("weights", "input_grad") for layer in LAYERS] + ["entropy/model"]:
+        assert tag in histograms
+        steps = [e.step for e in acc.Histograms(tag)]
+        assert len(steps) <= SNAPSHOTS and steps[0] == 1 and steps[-1] == EPOCHS
+    grad = acc.Histograms("input_grad/fc1")[-1].histogram_value
+    assert grad.num == 300 * 784 and grad.sum_squares > 0  # d loss / d input of fc1, one training batch
+
+
+def test_random_model_entropy_is_near_max_and_trained_entropy_is_lower(runs):
+    _, result, acc = runs["none"]
+    random_mean = acc.Scalars("entropy/random_model_mean")[0].value
+    assert acc.Scalars("entropy/max_log10")[0].value == pytest.approx(math.log(10))
+    assert 0.9 * math.log(10) < random_mean <= math.log(10)
+    assert "entropy/random_model" in acc.Tags()["histograms"]
+    trained = acc.Scalars("entropy/model_mean")[-1].value
+    assert trained < 0.5 * random_mean
+    assert result["random_model_entropy"] == pytest.approx(random_mean, rel=1e-5)
+
+
+def mass_near_zero(histogram, threshold: float) -> float:
+    limits = np.array(histogram.bucket_limit)
+    counts = np.array(histogram.bucket)
+    lower = np.concatenate([[histogram.min], limits[:-1]])
+    inside = (lower >= -threshold) & (limits <= threshold)
+    return counts[inside].sum() / counts.sum()
+
+
+def test_l1_puts_more_weight_mass_near_zero(runs):
+    for layer in ("fc1", "fc2"):
+        shares = {
+            name: mass_near_zero(acc.Histograms(f"weights/{layer}")[-1].histogram_value, 0.01)
+            for name, (_, _, acc) in runs.items()
+        }
+        assert shares["l1"] > 1.5 * shares["none"], shares
+
+
+def test_hparams_table_is_written(runs):
+    run_dir, _, _ = runs["l1"]
+    plugin = events(run_dir).PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugin and "_hparams_/session_start_info" in plugin
+    assert b"regularizer" in plugin["_hparams_/session_start_info"] and b"l1" in plugin["_hparams_/session_start_info"]
+
+
+def test_event_files_stay_small(runs):
+    run_dir, _, _ = runs["none"]
+    size = sum(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*"))
+    assert size < 1_000_000  # 4 snapshots; a default 1000-epoch run with 20 is about 1.3 MB
