@@ -1,0 +1,153 @@
+"""The report's figures: PNG files drawn with matplotlib's Agg canvas (no display needed).
+
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot,
+so nothing depends on a GUI backend or on global state. Each configuration
+keeps one colour in every figure.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from hreg.report import Run
+
+LOSS_CURVES = "loss_curves.png"
+ACCURACY = "accuracy.png"
+WEIGHTS = "weights.png"
+MAX_ENTROPY = math.log(10)
+
+#: One colour per configuration label, the same in every figure.
+Colours = dict[str, tuple[float, ...]]
+
+
+def colours(labels: list[str]) -> Colours:
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: palette(i % palette.N) for i, label in enumerate(labels)}
+
+
+def _wrap(label: str) -> str:
+    return "\n".join(textwrap.wrap(label, 28)) or label
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
+    """Training and validation loss against epochs, one line per configuration: the mean over its
+    runs at each evaluated epoch, with a band from the lowest to the highest run."""
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, split, title in zip(axes, ("train", "val"), ("Training set", "Validation set")):
+        for label, members in groups.items():
+            by_epoch: dict[int, list[float]] = {}
+            for run in members:
+                for h in (run.result or {}).get("history") or []:
+                    if math.isfinite(h[f"{split}_loss"]):
+                        by_epoch.setdefault(h["epoch"], []).append(h[f"{split}_loss"])
+            if not by_epoch:
+                continue
+            epochs = sorted(by_epoch)
+            mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+            ax.plot(epochs, mean, color=colour[label], label=f"{label} (n={len(members)})")
+            if len(members) > 1:
+                low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
+                ax.fill_between(epochs, low, high, color=colour[label], alpha=0.2, linewidth=0)
+        ax.set_yscale("log")
+        ax.set_title(f"{title}: cross-entropy loss")
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("cross-entropy loss (nats, log scale; eval mode, no penalty)")
+    axes[1].legend(title="configuration (runs); band: min–max", fontsize="small", loc="best")
+    fig.suptitle("Loss curves per configuration (line: mean over seeds)")
+    _save(fig, path)
+
+
+def _bars(ax: Axes, groups: dict[str, list[Run]], value: Callable[[Run], float], colour: Colours) -> None:
+    """One horizontal bar per configuration: the mean, its sample std as an error bar, each run as a dot."""
+    labels = list(groups)
+    for y, label in enumerate(labels):
+        values = [v for v in (value(r) for r in groups[label]) if math.isfinite(v)]
+        if not values:
+            continue
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        ax.barh(y, statistics.mean(values), xerr=std, color=colour[label], alpha=0.6, capsize=4)
+        ax.plot(values, [y] * len(values), "o", color="black", markersize=3)
+    ax.set_yticks(range(len(labels)), [_wrap(label) for label in labels])
+    ax.invert_yaxis()
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def _bar_figure(
+    groups: dict[str, list[Run]],
+    panels: list[tuple[str, str, Callable[[Run], float]]],
+    title: str,
+    colour: Colours,
+) -> tuple[Figure, list[Axes]]:
+    """A row of bar panels (title, x-axis label, value of a run), configurations on a shared y axis."""
+    fig = Figure(figsize=(5 * len(panels), 2.2 + 0.5 * len(groups)), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True)
+    for ax, (panel_title, xlabel, value) in zip(axes, panels):
+        _bars(ax, groups, value, colour)
+        ax.set_title(panel_title)
+        ax.set_xlabel(xlabel)
+    fig.suptitle(f"{title}\nbar: mean over seeds, error bar: standard deviation, dots: single runs")
+    return fig, axes
+
+
+def accuracy(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
+    fig, _ = _bar_figure(
+        groups,
+        [
+            ("Test accuracy", "test accuracy (%)", lambda r: 100 * r.final("test_acc")),
+            ("Overfitting", "train − validation accuracy (percentage points)", lambda r: 100 * r.final("gap")),
+        ],
+        "Final accuracy per configuration",
+        colour,
+    )
+    _save(fig, path)
+
+
+def weights(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
+    fig, axes = _bar_figure(
+        groups,
+        [
+            ("Sparsity (what L1 does)", "near-zero Linear weights, |w| < 1e-3 (%)",
+             lambda r: 100 * r.end_state("near_zero_share")),
+            ("Weight norm (what L2 does)", "L2 norm of all Linear weights", lambda r: r.end_state("l2_norm")),
+            ("Confidence", "mean prediction entropy (nats)", lambda r: r.end_state("entropy_mean")),
+        ],
+        "What each configuration does to the weights and predictions, at the end of training",
+        colour,
+    )
+    random = [r.result["random_model_entropy"] for rs in groups.values() for r in rs if "random_model_entropy" in r.result]
+    if random:
+        axes[2].axvline(sum(random) / len(random), color="grey", linestyle="--", label="untrained model")
+    axes[2].axvline(MAX_ENTROPY, color="black", linestyle=":", label="uniform, ln 10")
+    axes[2].legend(fontsize="small", loc="lower right")
+    _save(fig, path)
+
+
+def draw_all(groups: dict[str, list[Run]], finished: dict[str, list[Run]], out_dir: Path) -> list[tuple[str, str]]:
+    """Draw what the runs allow: curves from every run with a history, bars from finished runs.
+
+    Returns (file name, title) of each figure written.
+    """
+    drawn = []
+    colour = colours(list(groups))
+    if any((r.result or {}).get("history") for rs in groups.values() for r in rs):
+        loss_curves(groups, colour, out_dir / LOSS_CURVES)
+        drawn.append((LOSS_CURVES, "Training and validation loss per configuration"))
+    if finished:
+        accuracy(finished, colour, out_dir / ACCURACY)
+        weights(finished, colour, out_dir / WEIGHTS)
+        drawn += [(ACCURACY, "Test accuracy and train-validation gap"), (WEIGHTS, "Weights and prediction entropy")]
+    return drawn
