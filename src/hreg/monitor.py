@@ -147,7 +147,8 @@ class TensorBoardMonitor(Hook):
     def on_end(self, ctx: RunContext) -> None:
         if self.writer is None:
             return
-        if self.hparams and ctx.result.get("final"):
+        # Once per run: an interrupted run writes its table when the resumed one ends.
+        if self.hparams and ctx.result.get("final") and ctx.result["status"] not in ("interrupted", "aborted"):
             final = ctx.result["final"]
             metrics = {f"hparams/{k}": final[k] for k in ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc")}
             self.writer.add_hparams(hparams_of(ctx.cfg), metrics, run_name=".")

@@ -20,6 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hreg import checkpoint
+from hreg.checkpoint import CheckpointError, CheckpointHook
 from hreg.config import ConfigError, validate
 from hreg.data import build_data
 from hreg.device import build_device
@@ -29,6 +31,8 @@ from hreg.mnist import DataError
 from hreg.monitor import PROBE_SIZE, prediction_entropy, weight_stats
 from hreg.optimizer import build_optimizer
 from hreg.progress import Progress
+from hreg.stopping import EarlyStopping, Interrupted, deferred_interrupts
+from hreg.sweep import trial_hooks
 
 log = logging.getLogger("hreg")
 
@@ -37,7 +41,7 @@ RESULT_FILE = "result.json"
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a file, a crash never leaves one."""
-    partial = path.with_suffix(path.suffix + ".partial")
+    partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(payload, indent=2, allow_nan=True))
     os.replace(partial, path)
 
@@ -62,67 +66,85 @@ def build_context(cfg: DictConfig, run_dir: Path) -> RunContext:
 
 
 def build_hooks(cfg: DictConfig) -> list[Hook]:
-    """The watchers of a run, as the config asks for them."""
+    """The watchers of a run, as the config asks for them (checkpoints last: they save what the others set)."""
     hooks: list[Hook] = []
     if cfg.get("monitor"):
         hooks.append(instantiate(cfg.monitor))
+    if cfg.early_stopping.patience:
+        hooks.append(EarlyStopping(cfg.early_stopping.patience))
+    hooks.extend(trial_hooks(cfg))  # an Optuna sweep's job: report to its trial, stop when pruned
+    hooks.append(CheckpointHook(cfg.checkpoint.every))
     return hooks
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Build everything from ``cfg``, train, and return the result record (also in result.json)."""
+def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Build everything from ``cfg``, train, and return the result record (also in result.json).
+
+    With ``resume``, the run continues from ``run_dir``'s last checkpoint.
+    """
     ctx = build_context(cfg, run_dir)
     hooks = build_hooks(cfg)
+    result = ctx.result
+    first_epoch, elapsed_before = 1, 0.0
+    if resume:
+        first_epoch = checkpoint.restore(ctx, checkpoint.load(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST, ctx.device))
+        elapsed_before = result["wall_time_s"]
+        result.setdefault("resumed_at_epoch", []).append(first_epoch)
+        log.info("resuming %s at epoch %d", run_dir, first_epoch)
+    else:
+        result.update(
+            objective=cfg.objective,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            epochs=cfg.epochs,
+            epochs_completed=0,
+            history=[],
+            best=None,
+            final=None,
+        )
+    result.update(status="running", device=str(ctx.device))
     log.info(
         "data: %d train / %d val / %d test on %s | %s | %s",
         len(ctx.data.train), len(ctx.data.val), len(ctx.data.test), ctx.device, ctx.penalty,
         type(ctx.optimizer).__name__,
     )
-    result = ctx.result
-    result.update(
-        status="running",
-        objective=cfg.objective,
-        device=str(ctx.device),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        epochs=cfg.epochs,
-        epochs_completed=0,
-        history=[],
-        best=None,
-        final=None,
-    )
-    first_epoch = 1
     started = time.perf_counter()
     progress = Progress(cfg.epochs, first_epoch)
     try:
-        for hook in hooks:
-            hook.on_start(ctx, first_epoch)
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            stats = train_epoch(ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment)
-            result["epochs_completed"] = epoch
-            metrics = None
-            if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
-                metrics = {"epoch": epoch, **evaluate_all(ctx.model, ctx.data), "penalty": stats.penalty}
-                _record(result, metrics, cfg.objective)
-                result["wall_time_s"] = time.perf_counter() - started
-                write_json(run_dir / RESULT_FILE, result)
+        with deferred_interrupts() as stop_request:
             for hook in hooks:
-                hook.on_epoch_end(ctx, epoch, stats, metrics)
-            progress.epoch_done(epoch, metrics)
-        result["status"] = "completed"
-        _record_final_state(ctx)
+                hook.on_start(ctx, first_epoch)
+            for epoch in range(first_epoch, cfg.epochs + 1):
+                stats = train_epoch(ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment)
+                result["epochs_completed"] = epoch
+                result["wall_time_s"] = elapsed_before + time.perf_counter() - started
+                metrics = None
+                if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
+                    metrics = {"epoch": epoch, **evaluate_all(ctx.model, ctx.data), "penalty": stats.penalty}
+                    _record(result, metrics, cfg.objective)
+                    write_json(run_dir / RESULT_FILE, result)
+                for hook in hooks:
+                    hook.on_epoch_end(ctx, epoch, stats, metrics)
+                progress.epoch_done(epoch, metrics)
+                stop_request.check(epoch)
+            result["status"] = "completed"
     except StopRun as stop:
         result["status"] = stop.status
         result["error"] = str(stop)
-        log.error("run stopped (%s) after epoch %d: %s", stop.status, result["epochs_completed"], stop)
+        if isinstance(stop, Interrupted):
+            result["exit_code"] = 128 + stop.signum
+        log.warning("run stopped (%s) with %d epochs completed: %s", stop.status, result["epochs_completed"], stop)
     except BaseException as error:
-        result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        # Mid-epoch: the model is between two states, so no checkpoint is taken (the last periodic one stands).
+        result["status"] = "aborted" if isinstance(error, KeyboardInterrupt) else "failed"
         result["error"] = repr(error)
         raise
     finally:
         progress.close()
+        if result["status"] in checkpoint.CLEAN_ENDS:
+            _record_final_state(ctx)
+        result["wall_time_s"] = elapsed_before + time.perf_counter() - started
         for hook in hooks:
             hook.on_end(ctx)
-        result["wall_time_s"] = time.perf_counter() - started
         write_json(run_dir / RESULT_FILE, result)
     return result
 
@@ -156,16 +178,23 @@ def summary_line(result: dict[str, Any], run_dir: Path) -> str:
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
-    """The task function: one training run; a user's mistake exits with one line, code 2."""
+def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float:
+    """The task function: one training run; a user's mistake exits with one line, code 2.
+
+    An interrupted run exits with 128 + the signal's number, after saving a
+    checkpoint that ``hreg-resume RUN_DIR`` continues from.
+    """
     try:
         validate(cfg)
-        result = train(cfg, run_dir)
-    except (ConfigError, DataError) as error:
+        result = train(cfg, run_dir, resume)
+    except (ConfigError, DataError, CheckpointError) as error:
         print(f"hreg: error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        log.warning("interrupted; partial result in %s", run_dir / RESULT_FILE)
+        log.warning("aborted; resume from the last periodic checkpoint with: hreg-resume %s", run_dir)
         sys.exit(130)
     log.info("%s", summary_line(result, run_dir))
+    if result["status"] == "interrupted":
+        log.warning("resume with: hreg-resume %s", run_dir)
+        sys.exit(result["exit_code"])
     return objective_value(cfg.objective, result["final"])

@@ -1,0 +1,118 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the model, the optimizer, the random-number states, the
+epoch and the result so far, at an epoch boundary. Files are written to a
+temporary name and renamed (a crash never leaves half a checkpoint under the
+real name) and carry a SHA-256 of their payload, so that a truncated or
+corrupted file is refused with a clear message instead of being loaded.
+Only two are kept, in ``RUN_DIR/checkpoints/``: ``last.pt`` and ``best.pt``
+(best validation objective so far).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hreg.hooks import Hook, RunContext
+from hreg.loop import EpochStats
+
+MAGIC = b"HREG-CKPT-1\n"
+DIGEST_SIZE = 32
+LAST, BEST = "last.pt", "best.pt"
+
+#: Statuses that leave the model at a clean epoch boundary, worth a final checkpoint.
+CLEAN_ENDS = ("completed", "interrupted", "early_stopped")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, partial or corrupted."""
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically, with a digest of its bytes."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save`` onto ``device`` (any device: tensors are mapped)."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    raw = path.read_bytes()
+    header = len(MAGIC) + DIGEST_SIZE
+    if not raw.startswith(MAGIC) or len(raw) < header:
+        raise CheckpointError(f"{path} is not an hreg checkpoint (or is truncated); it was not loaded")
+    digest, payload = raw[len(MAGIC) : header], raw[header:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is corrupted or partial (checksum mismatch); it was not loaded")
+    return torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
+    """The state of a run at the end of ``epoch`` (its result record included)."""
+    return {
+        "epoch": epoch,
+        "model": ctx.model.state_dict(),
+        "optimizer": ctx.optimizer.state_dict(),
+        "rng": rng_states(),
+        "result": ctx.result,
+    }
+
+
+def restore(ctx: RunContext, state: dict[str, Any]) -> int:
+    """Put a run back in ``state``; returns the first epoch still to train."""
+    ctx.model.load_state_dict(state["model"])
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.result.clear()
+    ctx.result.update(state["result"])
+    restore_rng_states(state["rng"])
+    return state["epoch"] + 1
+
+
+class CheckpointHook(Hook):
+    """Saves ``last.pt`` every ``every`` epochs and at a clean end, ``best.pt`` when the objective improves."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
+        directory = checkpoint_dir(ctx.run_dir)
+        if metrics is not None and ctx.result.get("best") is metrics:
+            save(directory / BEST, capture(ctx, epoch))
+        if self.every and epoch % self.every == 0:
+            save(directory / LAST, capture(ctx, epoch))
+
+    def on_end(self, ctx: RunContext) -> None:
+        if ctx.result.get("status") in CLEAN_ENDS:
+            save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, ctx.result["epochs_completed"]))

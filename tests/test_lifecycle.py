@@ -1,0 +1,141 @@
+"""Checkpoints, resume after a kill, clean stops, divergence and early stopping."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hreg import checkpoint
+from hreg.run import train
+from tests.conftest import REPO, compose_config, read_result
+
+BIN = Path(sys.executable).parent
+RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise", "monitor.histograms=5")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    return train(compose_config(*RUN), run_dir)
+
+
+def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    return proc, run_dir
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path.name} appeared: {proc.stdout.read()}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout}s"
+        time.sleep(0.02)
+
+
+def resume(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "hreg-resume"), str(run_dir), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path, uninterrupted):
+    proc, run_dir = start_run(tmp_path)
+    wait_for(run_dir / "checkpoints" / checkpoint.LAST, proc)
+    proc.kill()  # SIGKILL: no chance to save anything
+    proc.wait()
+    killed = read_result(run_dir)
+    assert killed["status"] == "running" and killed["epochs_completed"] < 100
+    resumed = resume(run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    result = read_result(run_dir)
+    assert result["status"] == "completed" and result["resumed_at_epoch"][0] > 1
+    assert result["history"] == uninterrupted["history"]
+    assert result["final"] == uninterrupted["final"] and result["best"] == uninterrupted["best"]
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss/val")]
+    assert steps == [1] + list(range(10, 101, 10)), "TensorBoard curve without duplicated or missing steps"
+    assert [e.step for e in events.Histograms("weights/fc1")] == [1, 26, 50, 75, 100]
+    assert "resuming" in (run_dir / "train.log").read_text()
+
+
+def test_sigterm_saves_a_checkpoint_at_the_epoch_it_stops(tmp_path, uninterrupted):
+    proc, run_dir = start_run(tmp_path)
+    wait_for(run_dir / "result.json", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "hreg-resume" in proc.stdout.read()
+    result = read_result(run_dir)
+    assert result["status"] == "interrupted" and "SIGTERM" in result["error"]
+    saved = checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)
+    assert saved["epoch"] == result["epochs_completed"]
+    assert resume(run_dir).returncode == 0
+    assert read_result(run_dir)["final"] == uninterrupted["final"]
+
+
+def saved_run(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
+    """A finished run in a directory laid out as train.py lays it out."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    cfg = compose_config(*overrides, "monitor=none")
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir, train(cfg, run_dir)
+
+
+def test_corrupt_or_partial_checkpoint_is_refused(tmp_path):
+    run_dir, _ = saved_run(tmp_path, "epochs=3")
+    path = run_dir / "checkpoints" / checkpoint.LAST
+    good = path.read_bytes()
+    checkpoint.load(path)
+    for broken in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b"PK\x03\x04 not ours"):
+        path.write_bytes(broken)
+        with pytest.raises(checkpoint.CheckpointError, match="not loaded"):
+            checkpoint.load(path)
+    (run_dir / "result.json").write_text('{"status": "running"}')  # pretend it was killed
+    proc = resume(run_dir)
+    assert proc.returncode == 2 and "not loaded" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_only_last_and_best_checkpoints_are_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = train(compose_config("epochs=40", "eval_every=5", "checkpoint.every=10", "monitor=none"), run_dir)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert checkpoint.load(run_dir / "checkpoints" / "best.pt")["epoch"] == result["best"]["epoch"]
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 40
+
+
+def test_saved_run_is_evaluated_without_training(tmp_path):
+    run_dir, result = saved_run(tmp_path, "epochs=15", "eval_every=5")
+    proc = subprocess.run([str(BIN / "hreg-eval"), str(run_dir), "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"test acc {result['best']['test_acc']:.4f}" in proc.stdout
+    assert read_result(run_dir)["epochs_completed"] == 15  # nothing trained
+
+
+def test_nan_loss_stops_the_run_with_status_diverged(run_dir):
+    result = train(compose_config("epochs=50", "optimizer=sgd", "optimizer.lr=1e4", "monitor=none"), run_dir)
+    assert result["status"] == "diverged" and "nan" in result["error"]
+    assert result["epochs_completed"] < 50
+    assert read_result(run_dir)["status"] == "diverged"
+    assert not (run_dir / "checkpoints" / checkpoint.LAST).exists(), "garbage is not checkpointed"
+
+
+def test_early_stopping_is_off_by_default_and_recorded_when_on(run_dir):
+    assert compose_config().early_stopping.patience is None
+    cfg = compose_config("epochs=300", "eval_every=1", "early_stopping.patience=3", "objective=val_loss", "monitor=none")
+    result = train(cfg, run_dir)
+    assert result["status"] == "early_stopped" and result["epochs_completed"] < 300
+    record = result["early_stopping"]
+    assert record["stopped_epoch"] - record["best_epoch"] == 3 == record["patience"]
+    assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == record["stopped_epoch"]
