@@ -71,40 +71,43 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
     _save(fig, path)
 
 
-def _bars(ax: Axes, groups: dict[str, list[Run]], value: Callable[[Run], float], colour: Colours) -> None:
-    """One horizontal bar per configuration: the mean, its sample std as an error bar, each run as a dot."""
-    labels = list(groups)
-    for y, label in enumerate(labels):
+def _points(ax: Axes, groups: dict[str, list[Run]], value: Callable[[Run], float], colour: Colours) -> None:
+    """One row per configuration: its mean as a diamond with the sample std as an error bar, each run as a dot.
+
+    Points rather than bars: the axis then zooms on the values, so that a difference of
+    half a point in accuracy is visible.
+    """
+    for y, label in enumerate(groups):
         values = [v for v in (value(r) for r in groups[label]) if math.isfinite(v)]
         if not values:
             continue
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        ax.barh(y, statistics.mean(values), xerr=std, color=colour[label], alpha=0.6, capsize=4)
-        ax.plot(values, [y] * len(values), "o", color="black", markersize=3)
-    ax.set_yticks(range(len(labels)), [_wrap(label) for label in labels])
-    ax.invert_yaxis()
-    ax.grid(True, axis="x", alpha=0.3)
+        ax.errorbar(statistics.mean(values), y, xerr=std, fmt="D", color=colour[label], markersize=8, capsize=5)
+        ax.plot(values, [y] * len(values), "o", color="black", markersize=3, alpha=0.7)
+    ax.grid(True, alpha=0.3)
 
 
-def _bar_figure(
+def _point_figure(
     groups: dict[str, list[Run]],
     panels: list[tuple[str, str, Callable[[Run], float]]],
     title: str,
     colour: Colours,
-) -> tuple[Figure, list[Axes]]:
-    """A row of bar panels (title, x-axis label, value of a run), configurations on a shared y axis."""
+) -> Figure:
+    """A row of panels (title, x-axis label, value of a run), configurations on a shared y axis, first on top."""
     fig = Figure(figsize=(5 * len(panels), 2.2 + 0.5 * len(groups)), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)
     for ax, (panel_title, xlabel, value) in zip(axes, panels):
-        _bars(ax, groups, value, colour)
+        _points(ax, groups, value, colour)
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel)
-    fig.suptitle(f"{title}\nbar: mean over seeds, error bar: standard deviation, dots: single runs")
-    return fig, axes
+    axes[0].set_yticks(range(len(groups)), [_wrap(label) for label in groups])
+    axes[0].set_ylim(len(groups) - 0.5, -0.5)  # shared: the first configuration on top in every panel
+    fig.suptitle(f"{title}\ndiamond: mean over seeds, error bar: standard deviation, dots: single runs")
+    return fig
 
 
 def accuracy(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
-    fig, _ = _bar_figure(
+    fig = _point_figure(
         groups,
         [
             ("Test accuracy", "test accuracy (%)", lambda r: 100 * r.final("test_acc")),
@@ -117,22 +120,21 @@ def accuracy(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
 
 
 def weights(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
-    fig, axes = _bar_figure(
+    untrained = [r.result["random_model_entropy"] for rs in groups.values() for r in rs if "random_model_entropy" in r.result]
+    reference = f"untrained model {statistics.mean(untrained):.2f}, " if untrained else ""
+    fig = _point_figure(
         groups,
         [
             ("Sparsity (what L1 does)", "near-zero Linear weights, |w| < 1e-3 (%)",
              lambda r: 100 * r.end_state("near_zero_share")),
             ("Weight norm (what L2 does)", "L2 norm of all Linear weights", lambda r: r.end_state("l2_norm")),
-            ("Confidence", "mean prediction entropy (nats)", lambda r: r.end_state("entropy_mean")),
+            ("Confidence (low entropy: confident)",
+             f"mean prediction entropy (nats; {reference}uniform ln 10 = {MAX_ENTROPY:.2f})",
+             lambda r: r.end_state("entropy_mean")),
         ],
         "What each configuration does to the weights and predictions, at the end of training",
         colour,
     )
-    random = [r.result["random_model_entropy"] for rs in groups.values() for r in rs if "random_model_entropy" in r.result]
-    if random:
-        axes[2].axvline(sum(random) / len(random), color="grey", linestyle="--", label="untrained model")
-    axes[2].axvline(MAX_ENTROPY, color="black", linestyle=":", label="uniform, ln 10")
-    axes[2].legend(fontsize="small", loc="lower right")
     _save(fig, path)
 
 

@@ -90,7 +90,8 @@ def load_run(job_dir: Path) -> Run:
     name = job_dir.name
     result_file = job_dir / "result.json"
     if not result_file.exists():
-        return Run(name, job_dir, overrides, None, "no result.json: it stopped before training (see its train.log)")
+        why = "no result.json: it stopped before its first evaluation (see its train.log), or has only just started"
+        return Run(name, job_dir, overrides, None, why)
     try:
         return Run(name, job_dir, overrides, json.loads(result_file.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
