@@ -85,23 +85,7 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any
     ctx = build_context(cfg, run_dir)
     hooks = build_hooks(cfg)
     result = ctx.result
-    first_epoch, elapsed_before = 1, 0.0
-    if resume:
-        first_epoch = checkpoint.restore(ctx, checkpoint.load(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST, ctx.device))
-        elapsed_before = result["wall_time_s"]
-        result.setdefault("resumed_at_epoch", []).append(first_epoch)
-        log.info("resuming %s at epoch %d", run_dir, first_epoch)
-    else:
-        result.update(
-            objective=cfg.objective,
-            config=OmegaConf.to_container(cfg, resolve=True),
-            epochs=cfg.epochs,
-            epochs_completed=0,
-            history=[],
-            best=None,
-            final=None,
-        )
-    result.update(status="running", device=str(ctx.device))
+    first_epoch, elapsed_before = _begin(ctx, resume)
     log.info(
         "data: %d train / %d val / %d test on %s | %s | %s",
         len(ctx.data.train), len(ctx.data.val), len(ctx.data.test), ctx.device, ctx.penalty,
@@ -147,6 +131,30 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any
             hook.on_end(ctx)
         write_json(run_dir / RESULT_FILE, result)
     return result
+
+
+def _begin(ctx: RunContext, resume: bool) -> tuple[int, float]:
+    """A fresh result record, or the state of the last checkpoint; returns (first epoch, seconds already spent)."""
+    cfg, result = ctx.cfg, ctx.result
+    if resume:
+        state = checkpoint.load(checkpoint.checkpoint_dir(ctx.run_dir) / checkpoint.LAST, ctx.device)
+        first_epoch = checkpoint.restore(ctx, state)
+        result.setdefault("resumed_at_epoch", []).append(first_epoch)
+        log.info("resuming %s at epoch %d", ctx.run_dir, first_epoch)
+        elapsed_before = result["wall_time_s"]
+    else:
+        first_epoch, elapsed_before = 1, 0.0
+        result.update(
+            objective=cfg.objective,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            epochs=cfg.epochs,
+            epochs_completed=0,
+            history=[],
+            best=None,
+            final=None,
+        )
+    result.update(status="running", device=str(ctx.device))
+    return first_epoch, elapsed_before
 
 
 def _record_final_state(ctx: RunContext) -> None:
