@@ -79,7 +79,7 @@ def test_each_variant_sets_its_keys_and_the_command_line_still_wins(variant, key
     from omegaconf import OmegaConf
 
     cfg = compose_config("+experiment=compare_regularizers", f"variant={variant}")
-    assert cfg.epochs == 200
+    assert cfg.epochs == 1000
     for key, value in keys.items():
         assert OmegaConf.select(cfg, key, default=None) == value, key
     assert compose_config("+experiment=compare_regularizers", f"variant={variant}", "epochs=7").epochs == 7

@@ -19,6 +19,7 @@ import math
 import re
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -220,10 +221,9 @@ def runs_table(runs: list[Run], common: list[str]) -> str:
 
 
 def status_section(runs: list[Run]) -> str:
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.status] = counts.get(run.status, 0) + 1
-    lines = [f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + "."]
+    counts = Counter(run.status for run in runs)
+    noun = "run" if len(runs) == 1 else "runs"
+    lines = [f"{len(runs)} {noun}: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + "."]
     left_out = [r for r in runs if not r.finished]
     if left_out:
         lines += ["", "Not in the statistics (curves drawn as far as they got):", ""]
