@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
+from hreg.report import Run, group_runs, label_runs
 from tests.conftest import CONF_DIR, compose_config, read_result, run_train
 
 FIGURES = ("loss_curves.png", "accuracy.png", "weights.png")
@@ -76,8 +78,6 @@ def test_preset_lists_every_variant_and_runs_configurations_times_seeds(sweep):
     ],
 )
 def test_each_variant_sets_its_keys_and_the_command_line_still_wins(variant, keys):
-    from omegaconf import OmegaConf
-
     cfg = compose_config("+experiment=compare_regularizers", f"variant={variant}")
     assert cfg.epochs == 1000
     for key, value in keys.items():
@@ -167,3 +167,18 @@ def test_a_directory_that_is_not_a_multirun_gives_one_line_and_exit_2(target, sw
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("hreg-report: error: ")
     assert str(path) in done.stderr
+
+
+def test_configurations_are_overrides_less_seeds_and_less_what_every_run_shares(tmp_path):
+    runs = [
+        Run(str(i), tmp_path, [f"regularizer={kind}", f"seed={seed}", "epochs=3"], None)
+        for i, (kind, seed) in enumerate([("none", 0), ("none", 1), ("l1", 0), ("l1", 1)])
+    ]
+    assert label_runs(runs) == ["epochs=3"]
+    assert {label: [r.name for r in rs] for label, rs in group_runs(runs).items()} == {
+        "regularizer=none": ["0", "1"],
+        "regularizer=l1": ["2", "3"],
+    }
+    only_seeds = [Run(str(seed), tmp_path, [f"seed={seed}", f"data.seed={seed}"], None) for seed in (0, 1)]
+    label_runs(only_seeds)
+    assert [r.label for r in only_seeds] == ["defaults", "defaults"]
