@@ -251,7 +251,8 @@ def write_report(multirun_dir: Path) -> Path:
         "Overrides common to every run: " + (" ".join(f"`{o}`" for o in common) or "none") + ".",
         "## Runs\n\n" + status_section(runs),
         "## By configuration\n\n" + summary_table(groups),
-        "## Figures\n\n" + "\n\n".join(f"![{title}]({name})" for name, title in drawn),
+        "## Figures\n\n"
+        + ("\n\n".join(f"![{title}]({name})" for name, title in drawn) or "None: no run has evaluated yet."),
         "## Every run\n\n" + runs_table(runs, common),
     ]
     path = multirun_dir / REPORT_FILE
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.multirun_dir)
-    except ReportError as error:
+    except (ReportError, OSError) as error:  # OSError: e.g. a directory we may not write into
         print(f"hreg-report: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(path)
@@ -283,5 +284,5 @@ class ReportCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             log.info("report: %s", write_report(sweep_dir))
-        except ReportError as error:
+        except (ReportError, OSError) as error:
             log.warning("no report: %s", error)
