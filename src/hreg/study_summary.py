@@ -1,5 +1,8 @@
 """The summary of an Optuna sweep: every trial in a table (CSV and Markdown, best first) and plots.
 
+Written at the end of each sweep; ``hreg-study SWEEP_DIR`` rewrites it at any
+time (during a sweep, or after one that crashed).
+
 Everything is read from the study database, where each job recorded its final
 validation and test metrics (src/hreg/sweep.py). Trials are ranked by the
 validation objective only: completed ones first, best first, then pruned, then
@@ -8,8 +11,10 @@ failed. Test metrics are shown for every trial and never used to rank.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution  # noqa: E402
 from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
-from hreg.sweep import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR  # noqa: E402
+from hreg.sweep import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -62,7 +67,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
                 "value": trial.value,
                 **{name: trial.params.get(name) for name in params},
                 **{name: final.get(name) for name in METRICS},
-                "epochs": trial.system_attrs.get("hreg:epochs"),
+                "epochs": trial.system_attrs.get(EPOCHS_ATTR),
                 "duration_s": _duration(trial),
                 "run_dir": trial.system_attrs.get(RUN_DIR_ATTR),
             }
@@ -143,3 +148,28 @@ def write_summary(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Write the trial table and the plots into ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_tables(*trial_rows(study), out_dir) + write_plots(study, out_dir)
+
+
+def _fail(message: str) -> None:
+    print(f"hreg-study: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``hreg-study SWEEP_DIR [--storage URL] [--study NAME]``: (re)write the summary of a sweep."""
+    parser = argparse.ArgumentParser(prog="hreg-study", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory, e.g. multirun/optuna/hreg")
+    parser.add_argument("--storage", help=f"database URL (default: sqlite:///SWEEP_DIR/{DATABASE})")
+    parser.add_argument("--study", help="study name (default: the only study in the database)")
+    args = parser.parse_args(argv)
+    storage = args.storage or f"sqlite:///{args.sweep_dir.resolve() / DATABASE}"
+    if not args.storage and not (args.sweep_dir / DATABASE).is_file():
+        _fail(f"no {DATABASE} in {args.sweep_dir}")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if args.study is None and len(names) != 1:
+        _fail(f"{len(names)} studies in {storage} ({', '.join(names)}): pass --study NAME")
+    if args.study is not None and args.study not in names:
+        _fail(f"no study {args.study!r} in {storage} (it has: {', '.join(names)})")
+    study = optuna.load_study(args.study or names[0], storage=storage)
+    for path in write_summary(study, args.sweep_dir):
+        print(path)

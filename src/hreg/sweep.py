@@ -16,8 +16,8 @@ value. Four things it does not do are added here, without replacing it:
 * Pruning: the job finds its trial in the database (``TrialReporter``) and
   reports the validation objective at each evaluation. A job cannot finish its
   own trial (the plugin's later tell would raise), so it records its run's
-  status on the trial and ``SweepStorage``, the sweeper's storage, turns the
-  plugin's tell into PRUNED (or FAIL for a diverged run).
+  status on the trial and the sweeper's storage (src/hreg/sweep_storage.py)
+  turns the plugin's tell into PRUNED (or FAIL for a diverged run).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import math
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
@@ -37,12 +36,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage
-from optuna.trial import Trial, TrialState
 
 from hreg.hooks import Hook, RunContext
 from hreg.loop import EpochStats, StopRun
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+# optuna is imported where it is used: single runs never pay for it.
 
 log = logging.getLogger("hreg")
 
@@ -55,9 +56,7 @@ OVERRIDES_ATTR = "hreg:overrides"  # the job's overrides, set when the trial is 
 RUN_DIR_ATTR = "hreg:run_dir"  # set by the job that claims the trial
 STATUS_ATTR = "hreg:status"  # the run's status: completed, pruned, diverged, ... or lost
 FINAL_ATTR = "hreg:final"  # final metrics of the run (validation and test)
-
-#: The trial state a run's status calls for, where it is not what the plugin tells.
-STATE_OF_STATUS = {"pruned": TrialState.PRUNED, "diverged": TrialState.FAIL, "failed": TrialState.FAIL}
+EPOCHS_ATTR = "hreg:epochs"  # epochs the run trained
 LOST = "lost"  # a trial left running by a crashed sweep
 
 
@@ -119,38 +118,6 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
     trial.set_system_attr(OVERRIDES_ATTR, sorted(f"{k}={v}" for k, v in overrides.items()))
 
 
-# --- the sweeper's storage --------------------------------------------------------------------
-
-
-class SweepStorage(_CachedStorage):
-    """Optuna's usual cached database storage, except that a trial ends as its run's status says.
-
-    The plugin tells COMPLETE when a float came back and FAIL otherwise; for a
-    trial whose job recorded ``pruned`` (or ``diverged``) the told state becomes
-    PRUNED (or FAIL, without a value). A pruned trial keeps the last objective
-    it reported as its value, as Optuna itself does.
-    """
-
-    def __init__(self, url: str) -> None:
-        super().__init__(RDBStorage(url))
-        self.url = url
-
-    def __repr__(self) -> str:
-        return f"SweepStorage({self.url})"
-
-    def _state_of_run(self, trial_id: int) -> TrialState | None:
-        return STATE_OF_STATUS.get(self._backend.get_trial(trial_id).system_attrs.get(STATUS_ATTR))
-
-    def set_trial_values(self, trial_id: int, values: Any) -> None:
-        if self._state_of_run(trial_id) != TrialState.FAIL:
-            super().set_trial_values(trial_id, values)
-
-    def set_trial_state(self, trial_id: int, state: TrialState) -> bool:
-        if state.is_finished():
-            state = self._state_of_run(trial_id) or state
-        return super().set_trial_state(trial_id, state)
-
-
 # --- the job's side: find the trial, report, prune ------------------------------------------
 
 
@@ -174,6 +141,9 @@ class TrialReporter(Hook):
     @classmethod
     def connect(cls, cfg: DictConfig) -> TrialReporter | None:
         """Reconnect to the sweep's study and claim the running trial launched with this job's overrides."""
+        import optuna
+        from optuna.trial import Trial, TrialState
+
         sweeper = HydraConfig.get().sweeper
         pruner = instantiate(cfg.search.pruner) if cfg.search.pruner else optuna.pruners.NopPruner()
         study = optuna.load_study(sweeper.study_name, storage=_storage_url(sweeper.storage), pruner=pruner)
@@ -204,7 +174,7 @@ class TrialReporter(Hook):
     def on_end(self, ctx: RunContext) -> None:
         final = ctx.result.get("final") or {}
         self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
-        self.trial.set_system_attr("hreg:epochs", ctx.result.get("epochs_completed", 0))
+        self.trial.set_system_attr(EPOCHS_ATTR, ctx.result.get("epochs_completed", 0))
         self.trial.set_system_attr(STATUS_ATTR, ctx.result["status"])
 
 
@@ -270,6 +240,8 @@ class OptunaSearch(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.sweeper._target_ != PLUGIN_SWEEPER:
             return
+        import optuna
+
         from hreg.study_summary import write_summary
 
         sweeper = config.hydra.sweeper
@@ -308,6 +280,9 @@ class OptunaSearch(Callback):
 
     def _resume(self, config: DictConfig) -> None:
         """Fail the trials a crash left running; ask only for the trials still missing."""
+        import optuna
+        from optuna.trial import Trial, TrialState
+
         sweeper = config.hydra.sweeper
         url = _storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
@@ -325,4 +300,4 @@ class OptunaSearch(Callback):
             sweeper.study_name, url, len(done), remaining, sweeper.n_trials,
         )
         sweeper.n_trials = remaining
-        sweeper.storage = {"_target_": f"{__name__}.SweepStorage", "url": url}
+        sweeper.storage = {"_target_": "hreg.sweep_storage.SweepStorage", "url": url}

@@ -1,0 +1,177 @@
+"""The Optuna search (`train.py -m hydra/sweeper=optuna`): tiny real sweeps on MNIST.
+
+Each sweep runs a few trials of 3 epochs on 1% of the training set, from a
+temporary directory, so its multirun/ and database stay out of the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from hreg.study_summary import main as hreg_study
+from hreg.sweep import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, suggest
+from tests.conftest import CONF_DIR, read_result, run_train
+
+FAST = ("epochs=3", "data.train_fraction=0.01", "monitor=none")
+#: Every search-space entry fixed but the learning rate: trials differ only where a test wants.
+FIXED = ("regularizer=none", "augment=none", "model/norm=none", "model.dropout=0.0")
+DEPENDENT = {
+    "regularizer.lam": ("regularizer", {"l1", "l2"}),
+    "augment.noise_sigma": ("augment", {"noise", "noise_affine"}),
+    "augment.degrees": ("augment", {"affine", "noise_affine"}),
+    "augment.translate": ("augment", {"affine", "noise_affine"}),
+}
+
+
+def sweep(tmp_path, study: str, *args: str, expect_rc: int = 0):
+    proc = run_train("-m", "hydra/sweeper=optuna", f"hydra.sweeper.study_name={study}", *FAST, *args, cwd=tmp_path)
+    assert proc.returncode == expect_rc, proc.stderr[-4000:]
+    return proc
+
+
+def load(tmp_path, study: str):
+    sweep_dir = tmp_path / "multirun" / "optuna" / study
+    return sweep_dir, optuna.load_study(study, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def assert_dependent_parameters_apply(params: dict, fixed: dict | None = None) -> None:
+    values = {**(fixed or {}), **params}
+    for child, (parent, enabling) in DEPENDENT.items():
+        assert (child in params) == (values[parent] in enabling), params
+
+
+def test_dependent_parameters_are_sampled_exactly_where_they_apply():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/sweeper=optuna"], return_hydra_config=True)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        suggest(cfg, trial)
+        assert_dependent_parameters_apply(trial.params)
+    params = [t.params for t in study.trials]
+    assert {p["regularizer"] for p in params} == {"none", "l1", "l2"}
+    assert {p["augment"] for p in params} == {"none", "noise", "affine", "noise_affine"}
+    # A parent fixed on the command line (a user attribute, as the plugin sets it) decides for its children.
+    trial = study.ask()
+    trial.set_user_attr("regularizer", "l2")
+    suggest(cfg, trial)
+    assert "regularizer" not in trial.params and "regularizer.lam" in trial.params
+
+
+def test_results_and_summary_agree_with_the_study_and_a_rerun_resumes(tmp_path):
+    sweep(tmp_path, "t", "hydra.sweeper.n_trials=2")
+    sweep_dir, study = load(tmp_path, "t")
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert results["best_value"] == study.best_value
+    assert results["best_params"] == study.best_trial.params
+    for trial in trials:
+        assert_dependent_parameters_apply(trial.params)
+        run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
+        assert run["optuna_trial"] == trial.number and run["status"] == "completed"
+        assert trial.value == run["final"]["val_acc"]  # the objective is validation accuracy...
+        assert trial.system_attrs[FINAL_ATTR]["test_acc"] == run["final"]["test_acc"]  # ...test is recorded
+        assert run["config"]["optimizer"]["lr"] == trial.params["optimizer.lr"]
+
+    with open(sweep_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["trial"]) for r in rows] == sorted(range(2), key=lambda n: -trials[n].value)  # best first
+    for row in rows:
+        trial = trials[int(row["trial"])]
+        assert row["state"] == "complete" and float(row["value"]) == trial.value
+        assert float(row["test_acc"]) == trial.system_attrs[FINAL_ATTR]["test_acc"]
+        assert row["regularizer.lam"] == str(trial.params.get("regularizer.lam", ""))
+    markdown = (sweep_dir / "summary.md").read_text().splitlines()
+    assert len(markdown) == 2 + 2 and markdown[2].startswith(f"| {rows[0]['trial']} | complete |")
+    for image in ("optimization_history.png", "parallel_coordinates.png"):
+        assert (sweep_dir / image).read_bytes().startswith(b"\x89PNG")
+    # hreg-study rewrites the same summary from the database alone.
+    written = (sweep_dir / "summary.csv").read_text()
+    (sweep_dir / "summary.csv").unlink()
+    hreg_study([str(sweep_dir)])
+    assert (sweep_dir / "summary.csv").read_text() == written
+
+    # The same command again: the study is complete, nothing runs, nothing changes.
+    job_dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    again = sweep(tmp_path, "t", "hydra.sweeper.n_trials=2")
+    assert "2 trials done, 0 to run" in again.stderr + again.stdout
+    _, study = load(tmp_path, "t")
+    assert [(t.number, t.datetime_complete) for t in study.trials] == [(t.number, t.datetime_complete) for t in trials]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == job_dirs
+
+    # A crash leaves a trial running: a rerun marks it failed and runs only the missing trial.
+    study.ask()
+    sweep(tmp_path, "t", "hydra.sweeper.n_trials=3")
+    _, study = load(tmp_path, "t")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[2].system_attrs[STATUS_ATTR] == "lost"
+    assert [t.datetime_complete for t in study.trials[:2]] == [t.datetime_complete for t in trials]
+
+
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
+    # Random sampler, seed 0: lr 1e9, 1e-3, 1e9 (a huge step makes the loss NaN in the first epoch).
+    proc = sweep(
+        tmp_path, "nan", *FIXED, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+        "optimizer.lr=choice(1e-3,1e9)", "hydra.sweeper.n_trials=3",
+    )
+    _, study = load(tmp_path, "nan")
+    lrs = [t.params["optimizer.lr"] for t in study.trials]
+    assert lrs == [1e9, 1e-3, 1e9]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
+    assert [t.system_attrs[STATUS_ATTR] for t in study.trials] == ["diverged", "completed", "diverged"]
+    assert "run stopped (diverged)" in proc.stdout + proc.stderr
+    assert study.best_value > 0.3
+
+
+def test_a_bad_trial_is_pruned_by_the_median_pruner(tmp_path):
+    prune_early = ("search.pruner.n_startup_trials=1", "search.pruner.n_warmup_steps=0", *FIXED)
+    sweep(tmp_path, "prune", "optimizer.lr=1e-3", "hydra.sweeper.n_trials=1", *prune_early)
+    # Same study, one more trial with a learning rate too small to learn anything: below the median.
+    proc = sweep(tmp_path, "prune", "optimizer.lr=1e-7", "hydra.sweeper.n_trials=2", *prune_early)
+    sweep_dir, study = load(tmp_path, "prune")
+    good, bad = study.trials
+    assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED
+    assert list(bad.intermediate_values) == [1] and bad.value == bad.intermediate_values[1]
+    run = read_result(tmp_path / bad.system_attrs[RUN_DIR_ATTR])
+    assert run["status"] == "pruned" and run["epochs_completed"] == 1
+    assert "run stopped (pruned)" in proc.stdout + proc.stderr
+    with open(sweep_dir / "summary.csv") as f:
+        assert [(r["trial"], r["state"], r["status"]) for r in csv.DictReader(f)] == [
+            ("0", "complete", "completed"),
+            ("1", "pruned", "pruned"),
+        ]
+
+
+def test_parallel_trials_with_joblib_each_report_to_their_own_trial(tmp_path):
+    sweep(
+        tmp_path, "par", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2", *FIXED,
+    )
+    _, study = load(tmp_path, "par")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert len({t.system_attrs[RUN_DIR_ATTR] for t in study.trials}) == 2
+    for trial in study.trials:  # reported from the worker process: evaluations at epochs 1 and 3
+        assert sorted(trial.intermediate_values) == [1, 3] and trial.intermediate_values[3] == trial.value
+        assert read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])["optuna_trial"] == trial.number
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("regularizer.lam=interval(1e-5,1e-3)",), "search.space.lam.low"),
+        (("objective=val_loss", "hydra.sweeper.direction=maximize"), "must be minimized"),
+    ],
+)
+def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):
+    proc = sweep(tmp_path, "bad", *args, expect_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("hreg: error: ") and message in lines[-1]
+    assert "Traceback" not in proc.stderr
