@@ -33,8 +33,8 @@ def colours(labels: list[str]) -> Colours:
     return {label: palette(i % palette.N) for i, label in enumerate(labels)}
 
 
-def _wrap(label: str) -> str:
-    return "\n".join(textwrap.wrap(label, 28)) or label
+def _wrap(label: str, width: int = 28) -> str:
+    return "\n".join(textwrap.wrap(label, width)) or label
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -57,7 +57,7 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
                 continue
             epochs = sorted(by_epoch)
             mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-            ax.plot(epochs, mean, color=colour[label], label=f"{label} (n={len(members)})")
+            ax.plot(epochs, mean, color=colour[label], label=_wrap(f"{label} (n={len(members)})", 70))
             if len(members) > 1:
                 low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
                 ax.fill_between(epochs, low, high, color=colour[label], alpha=0.2, linewidth=0)
@@ -66,7 +66,9 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
         ax.set_xlabel("epoch")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("cross-entropy loss (nats, log scale; eval mode, no penalty)")
-    axes[1].legend(title="configuration (runs); band: min–max", fontsize="small", loc="best")
+    handles, labels = axes[1].get_legend_handles_labels()  # below the panels: labels can be long
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 1 else 1,
+               title="configuration (runs); band: min–max", fontsize="small")
     fig.suptitle("Loss curves per configuration (line: mean over seeds)")
     _save(fig, path)
 
@@ -94,13 +96,15 @@ def _point_figure(
     colour: Colours,
 ) -> Figure:
     """A row of panels (title, x-axis label, value of a run), configurations on a shared y axis, first on top."""
-    fig = Figure(figsize=(5 * len(panels), 2.2 + 0.5 * len(groups)), layout="constrained")
+    labels = [_wrap(label) for label in groups]
+    lines = max(label.count("\n") + 1 for label in labels)  # long labels (an Optuna trial's) need taller rows
+    fig = Figure(figsize=(5 * len(panels), 2.2 + len(groups) * max(0.5, 0.2 * lines)), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)
     for ax, (panel_title, xlabel, value) in zip(axes, panels):
         _points(ax, groups, value, colour)
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel)
-    axes[0].set_yticks(range(len(groups)), [_wrap(label) for label in groups])
+    axes[0].set_yticks(range(len(groups)), labels)
     axes[0].set_ylim(len(groups) - 0.5, -0.5)  # shared: the first configuration on top in every panel
     fig.suptitle(f"{title}\ndiamond: mean over seeds, error bar: standard deviation, dots: single runs")
     return fig
