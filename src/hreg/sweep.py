@@ -176,6 +176,11 @@ class TrialReporter(Hook):
         self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
         self.trial.set_system_attr(EPOCHS_ATTR, ctx.result.get("epochs_completed", 0))
         self.trial.set_system_attr(STATUS_ATTR, ctx.result["status"])
+        if ctx.result["status"] == "interrupted":
+            log.warning(
+                "optuna: the same sweep command resumes study %s; trial %d will be run again",
+                self.trial.study.study_name, self.trial.number,
+            )
 
 
 def trial_hooks(cfg: DictConfig) -> list[Hook]:
