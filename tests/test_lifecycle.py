@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hreg import checkpoint
-from hreg.run import train
+from hreg.run import run, train
 from tests.conftest import REPO, compose_config, read_result
 
 BIN = Path(sys.executable).parent
@@ -80,7 +82,9 @@ def test_sigterm_saves_a_checkpoint_at_the_epoch_it_stops(tmp_path, uninterrupte
     saved = checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)
     assert saved["epoch"] == result["epochs_completed"]
     assert resume(run_dir).returncode == 0
-    assert read_result(run_dir)["final"] == uninterrupted["final"]
+    resumed = read_result(run_dir)
+    assert resumed["final"] == uninterrupted["final"]
+    assert resumed["status"] == "completed" and "error" not in resumed and "exit_code" not in resumed
 
 
 def saved_run(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
@@ -117,14 +121,19 @@ def test_only_last_and_best_checkpoints_are_kept(tmp_path):
 
 def test_saved_run_is_evaluated_without_training(tmp_path):
     run_dir, result = saved_run(tmp_path, "epochs=15", "eval_every=5")
+    saved = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
     proc = subprocess.run([str(BIN / "hreg-eval"), str(run_dir), "--device", "cpu"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"test acc {result['best']['test_acc']:.4f}" in proc.stdout
-    assert read_result(run_dir)["epochs_completed"] == 15  # nothing trained
+    evaluation = json.loads((run_dir / "eval_best.json").read_text())
+    assert evaluation["epoch"] == result["best"]["epoch"] and evaluation["test_acc"] == result["best"]["test_acc"]
+    assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == saved, "nothing trained"
 
 
 def test_nan_loss_stops_the_run_with_status_diverged(run_dir):
-    result = train(compose_config("epochs=50", "optimizer=sgd", "optimizer.lr=1e4", "monitor=none"), run_dir)
+    value = run(compose_config("epochs=50", "optimizer=sgd", "optimizer.lr=1e4", "monitor=none"), run_dir)
+    assert math.isnan(value), "a sweeper never takes a diverged run for a good one"
+    result = read_result(run_dir)
     assert result["status"] == "diverged" and "nan" in result["error"]
     assert result["epochs_completed"] < 50
     assert read_result(run_dir)["status"] == "diverged"
@@ -139,3 +148,8 @@ def test_early_stopping_is_off_by_default_and_recorded_when_on(run_dir):
     record = result["early_stopping"]
     assert record["stopped_epoch"] - record["best_epoch"] == 3 == record["patience"]
     assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == record["stopped_epoch"]
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    proc = resume(run_dir)
+    assert proc.returncode == 0 and "has ended (early_stopped)" in proc.stdout
+    assert read_result(run_dir) == json.loads(json.dumps(result)), "an ended run is not trained further"

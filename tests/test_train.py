@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 import yaml
 
+from hreg.loop import is_eval_epoch
+from hreg.progress import Progress
 from hreg.run import run, train
 from tests.conftest import compose_config, read_result, run_train
 
@@ -48,6 +51,7 @@ BAD_INPUTS = [
     ("data.train_fraction=1.5", None, "data.train_fraction=1.5", "(0, 1]"),
     ("augment=noise", "augment.noise_sigma=-1", "augment.noise_sigma=-1", ">= 0"),
     ("objective=test_acc", None, "objective='test_acc'", "val_acc, val_loss"),
+    ("monitor.histograms=1", None, "monitor.histograms=1", ">= 2"),
 ]
 
 
@@ -108,3 +112,16 @@ def test_missing_mnist_says_how_to_fix_it(tmp_path):
     assert proc.returncode == 2
     assert "MNIST file missing" in proc.stderr and "hreg-mnist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("eval_every", [10, 7, 3])
+def test_about_ten_progress_lines_whatever_the_evaluation_interval(eval_every, caplog):
+    progress = Progress(1000)
+    metrics = {"train_loss": 0.1, "train_acc": 0.9, "val_loss": 0.2, "val_acc": 0.8}
+    with caplog.at_level(logging.INFO, logger="hreg"):
+        for epoch in range(1, 1001):
+            progress.epoch_done(epoch, metrics if is_eval_epoch(epoch, 1000, eval_every) else None)
+    progress.close()
+    logged = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records]
+    assert logged[0] == 1 and logged[-1] == 1000 and 10 <= len(logged) <= 12
+    assert all(b - a >= 50 for a, b in zip(logged[1:-1], logged[2:])), logged

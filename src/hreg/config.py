@@ -64,6 +64,8 @@ RULES = [
         lambda v: len(v) == 2 and all(_number(s) for s in v) and 0 < v[0] <= v[1],
         optional=True,
     ),
+    Rule("monitor.histograms", "an integer >= 2 (the first and the last epoch)",
+         lambda v: _integer(v) and v >= 2, optional=True),
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
     Rule("device.name", "one of auto, cpu, cuda, mps", lambda v: v in ("auto", "cpu", "cuda", "mps")),

@@ -30,6 +30,7 @@ class Progress:
         self.started = time.perf_counter()
         self.first_epoch = first_epoch
         self.log_every = max(1, epochs // LOG_LINES_PER_RUN)
+        self.next_log = first_epoch  # log at the first evaluation at or after this epoch
         self.bar = tqdm(
             total=epochs, initial=first_epoch - 1, unit="epoch", dynamic_ncols=True, disable=None, leave=False
         )
@@ -44,7 +45,8 @@ class Progress:
             acc=f"{metrics['train_acc']:.3f}/{metrics['val_acc']:.3f}",
             refresh=False,
         )
-        if epoch % self.log_every == 0 or epoch == self.epochs:
+        if epoch >= self.next_log or epoch == self.epochs:
+            self.next_log = (epoch // self.log_every + 1) * self.log_every
             done = epoch - self.first_epoch + 1
             elapsed = time.perf_counter() - self.started
             eta = elapsed / done * (self.epochs - epoch)

@@ -28,7 +28,7 @@ from hreg.device import build_device
 from hreg.hooks import Hook, RunContext
 from hreg.loop import StopRun, evaluate_all, is_eval_epoch, train_epoch
 from hreg.mnist import DataError
-from hreg.monitor import PROBE_SIZE, prediction_entropy, weight_stats
+from hreg.monitor import prediction_entropy, probe_set, weight_stats
 from hreg.optimizer import build_optimizer
 from hreg.progress import Progress
 from hreg.stopping import EarlyStopping, Interrupted, deferred_interrupts
@@ -66,14 +66,18 @@ def build_context(cfg: DictConfig, run_dir: Path) -> RunContext:
 
 
 def build_hooks(cfg: DictConfig) -> list[Hook]:
-    """The watchers of a run, as the config asks for them (checkpoints last: they save what the others set)."""
+    """The watchers of a run, as the config asks for them.
+
+    Checkpoints come before the hooks that may stop the run (early stopping,
+    pruning), so the epoch a run stops at still gets its ``best.pt``.
+    """
     hooks: list[Hook] = []
     if cfg.get("monitor"):
         hooks.append(instantiate(cfg.monitor))
+    hooks.append(CheckpointHook(cfg.checkpoint.every))
     if cfg.early_stopping.patience:
         hooks.append(EarlyStopping(cfg.early_stopping.patience))
     hooks.extend(trial_hooks(cfg))  # an Optuna sweep's job: report to its trial, stop when pruned
-    hooks.append(CheckpointHook(cfg.checkpoint.every))
     return hooks
 
 
@@ -140,6 +144,8 @@ def _begin(ctx: RunContext, resume: bool) -> tuple[int, float]:
         state = checkpoint.load(checkpoint.checkpoint_dir(ctx.run_dir) / checkpoint.LAST, ctx.device)
         first_epoch = checkpoint.restore(ctx, state)
         result.setdefault("resumed_at_epoch", []).append(first_epoch)
+        for stale in ("error", "exit_code"):  # of the stop being resumed from
+            result.pop(stale, None)
         log.info("resuming %s at epoch %d", ctx.run_dir, first_epoch)
         elapsed_before = result["wall_time_s"]
     else:
@@ -159,9 +165,8 @@ def _begin(ctx: RunContext, resume: bool) -> tuple[int, float]:
 
 def _record_final_state(ctx: RunContext) -> None:
     """What the weights and predictions look like at the end (read by reports)."""
-    probe = ctx.data.val if len(ctx.data.val) else ctx.data.test
     ctx.result["weights"] = weight_stats(ctx.model)
-    ctx.result["entropy_mean"] = prediction_entropy(ctx.model, probe.x[:PROBE_SIZE]).mean().item()
+    ctx.result["entropy_mean"] = prediction_entropy(ctx.model, probe_set(ctx).x).mean().item()
 
 
 def _record(result: dict[str, Any], metrics: dict[str, float], objective: str) -> None:
@@ -205,4 +210,6 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float:
     if result["status"] == "interrupted":
         log.warning("resume with: hreg-resume %s", run_dir)
         sys.exit(result["exit_code"])
+    if result["status"] == "diverged":
+        return math.nan  # never a sweeper's best, whatever its last good evaluation said
     return objective_value(cfg.objective, result["final"])

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ from hreg.run import RESULT_FILE, build_context, run, write_json
 log = logging.getLogger("hreg")
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, so one log reads as one
+
+#: Statuses of a run that has ended for good: resuming would train past its end (or diverge again).
+#: Still resumable: running (killed), interrupted, aborted, failed.
+ENDED = ("completed", "early_stopped", "pruned", "diverged")
 
 
 class RunDirError(ValueError):
@@ -71,8 +76,9 @@ def resume_main(argv: list[str] | None = None) -> int:
     except RunDirError as error:
         return _fail("hreg-resume", error)
     result_file = args.run_dir / RESULT_FILE
-    if result_file.is_file() and '"status": "completed"' in result_file.read_text():
-        print(f"{args.run_dir} already completed; nothing to resume")
+    status = json.loads(result_file.read_text()).get("status") if result_file.is_file() else None
+    if status in ENDED:
+        print(f"{args.run_dir} has ended ({status}); nothing to resume")
         return 0
     _setup_logging(args.run_dir)
     try:
