@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hreg.sweep import DATABASE, EPOCHS_ATTR, FINAL_ATTR
+from hreg.sweep import EPOCHS_ATTR, FINAL_ATTR, database_url
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"median pruner (default)": [], "no pruning (search.pruner=null)": ["search.pruner=null"]}
@@ -38,8 +38,7 @@ def one_search(workdir: Path, overrides: list[str]) -> dict[str, float]:
         cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wall_s = time.perf_counter() - started
-    storage = f"sqlite:///{workdir / 'multirun' / 'optuna' / 'hreg' / DATABASE}"
-    study = optuna.load_study(study_name="hreg", storage=storage)
+    study = optuna.load_study(study_name="hreg", storage=database_url(workdir / "multirun" / "optuna" / "hreg"))
     best = study.best_trial
     return {
         "wall_s": wall_s,

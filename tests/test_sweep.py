@@ -14,8 +14,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
+from hreg import checkpoint
 from hreg.study_summary import main as hreg_study
-from hreg.sweep import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, suggest
+from hreg.sweep import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url, suggest
 from tests.conftest import CONF_DIR, read_result, run_train
 
 FAST = ("epochs=3", "data.train_fraction=0.01", "monitor=none")
@@ -37,7 +38,7 @@ def sweep(tmp_path, study: str, *args: str, expect_rc: int = 0):
 
 def load(tmp_path, study: str):
     sweep_dir = tmp_path / "multirun" / "optuna" / study
-    return sweep_dir, optuna.load_study(study, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    return sweep_dir, optuna.load_study(study, storage=database_url(sweep_dir))
 
 
 def assert_dependent_parameters_apply(params: dict, fixed: dict | None = None) -> None:
@@ -142,6 +143,8 @@ def test_a_bad_trial_is_pruned_by_the_median_pruner(tmp_path):
     assert list(bad.intermediate_values) == [1] and bad.value == bad.intermediate_values[1]
     run = read_result(tmp_path / bad.system_attrs[RUN_DIR_ATTR])
     assert run["status"] == "pruned" and run["epochs_completed"] == 1
+    best = checkpoint.load(tmp_path / bad.system_attrs[RUN_DIR_ATTR] / "checkpoints" / checkpoint.BEST)
+    assert best["epoch"] == run["best"]["epoch"] == 1, "the epoch a trial is pruned at is still checkpointed"
     assert "run stopped (pruned)" in proc.stdout + proc.stderr
     with open(sweep_dir / "summary.csv") as f:
         assert [(r["trial"], r["state"], r["status"]) for r in csv.DictReader(f)] == [
@@ -168,6 +171,7 @@ def test_parallel_trials_with_joblib_each_report_to_their_own_trial(tmp_path):
     [
         (("regularizer.lam=interval(1e-5,1e-3)",), "search.space.lam.low"),
         (("objective=val_loss", "hydra.sweeper.direction=maximize"), "must be minimized"),
+        (("objective=test_acc",), "objective='test_acc': must be one of val_acc, val_loss"),
     ],
 )
 def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):

@@ -54,8 +54,9 @@ def snapshot_epochs(epochs: int, count: int) -> set[int]:
 def input_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """d(cross-entropy)/d(input) of each Linear layer, on one batch, in train mode.
 
-    The model is left exactly as it was: no parameter gradient, BatchNorm
-    running statistic or random-number state is changed by looking.
+    Looking changes nothing in training: the train/eval mode, BatchNorm running
+    statistics and the random-number state are restored; parameter gradients
+    are cleared, as every optimiser step clears them anyway.
     """
     inputs: dict[str, torch.Tensor] = {}
 
@@ -69,16 +70,16 @@ def input_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, t
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     handles = [layer.register_forward_pre_hook(keep_input(name)) for name, layer in model.linear_layers().items()]
     devices = [x.device] if x.device.type == "cuda" else []
+    was_training = model.training
     try:
         with torch.random.fork_rng(devices=devices):
-            was_training = model.training
             model.train()
             F.cross_entropy(model(x.clone().requires_grad_()), y).backward()
-            model.train(was_training)
         return {name: inp.grad.detach().clone() for name, inp in inputs.items()}
     finally:
         for handle in handles:
             handle.remove()
+        model.train(was_training)
         model.zero_grad(set_to_none=True)
         with torch.no_grad():
             for name, b in model.named_buffers():
@@ -104,7 +105,7 @@ class TensorBoardMonitor(Hook):
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
         self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
         self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
-        self.probe = _probe_set(ctx)
+        self.probe = probe_set(ctx)
         if first_epoch == 1:
             self._log_random_model(ctx)
 
@@ -155,7 +156,7 @@ class TensorBoardMonitor(Hook):
         self.writer.close()
 
 
-def _probe_set(ctx: RunContext) -> Split:
+def probe_set(ctx: RunContext) -> Split:
     """The fixed set on which entropies are measured: the first PROBE_SIZE validation images."""
     source = ctx.data.val if len(ctx.data.val) else ctx.data.test
     return Split(source.x[:PROBE_SIZE], source.y[:PROBE_SIZE])

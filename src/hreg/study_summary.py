@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution  # noqa: E402
 from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
-from hreg.sweep import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR  # noqa: E402
+from hreg.report import table  # noqa: E402
+from hreg.sweep import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -89,9 +90,7 @@ def write_tables(columns: list[str], rows: list[dict[str, Any]], out_dir: Path) 
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text(table(columns, [[_cell(row[c]) for c in columns] for row in rows]) + "\n")
     return [csv_path, md_path]
 
 
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage", help=f"database URL (default: sqlite:///SWEEP_DIR/{DATABASE})")
     parser.add_argument("--study", help="study name (default: the only study in the database)")
     args = parser.parse_args(argv)
-    storage = args.storage or f"sqlite:///{args.sweep_dir.resolve() / DATABASE}"
+    storage = args.storage or database_url(args.sweep_dir)
     if not args.storage and not (args.sweep_dir / DATABASE).is_file():
         _fail(f"no {DATABASE} in {args.sweep_dir}")
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]

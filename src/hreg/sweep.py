@@ -37,6 +37,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hreg.config import ConfigError, validate
 from hreg.hooks import Hook, RunContext
 from hreg.loop import EpochStats, StopRun
 
@@ -58,6 +59,15 @@ STATUS_ATTR = "hreg:status"  # the run's status: completed, pruned, diverged, ..
 FINAL_ATTR = "hreg:final"  # final metrics of the run (validation and test)
 EPOCHS_ATTR = "hreg:epochs"  # epochs the run trained
 LOST = "lost"  # a trial left running by a crashed sweep
+
+
+def database_url(sweep_dir: Path) -> str:
+    """The default storage of a study: SQLite in its sweep directory."""
+    return f"sqlite:///{Path(sweep_dir).resolve() / DATABASE}"
+
+
+def _is_optuna(config: DictConfig) -> bool:
+    return config.hydra.sweeper._target_ == PLUGIN_SWEEPER
 
 
 class SearchError(ValueError):
@@ -222,20 +232,21 @@ class OptunaSearch(Callback):
         self.root = root
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper._target_ != PLUGIN_SWEEPER:
+        if not _is_optuna(config):
             return
         try:
+            validate(config)  # before the defaults below read config.objective
             with read_write(config), open_dict(config):
                 self._apply_defaults(config)
                 _check_conditional_sweeps(config)
                 self._resume(config)
-        except SearchError as error:
+        except (ConfigError, SearchError) as error:
             print(f"hreg: error: {error}", file=sys.stderr)
             sys.exit(2)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """In the job's process: a NaN objective (a run that diverged before evaluating) becomes a failed job."""
-        if config.hydra.sweeper._target_ != PLUGIN_SWEEPER or job_return.status != JobStatus.COMPLETED:
+        if not _is_optuna(config) or job_return.status != JobStatus.COMPLETED:
             return
         value = job_return.return_value
         if isinstance(value, float) and not math.isfinite(value):
@@ -243,7 +254,7 @@ class OptunaSearch(Callback):
             job_return.return_value = NonFiniteObjective(f"objective {value}: the run ended without a finite value")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper._target_ != PLUGIN_SWEEPER:
+        if not _is_optuna(config):
             return
         import optuna
 
@@ -279,7 +290,7 @@ class OptunaSearch(Callback):
         default("hydra.sweep.dir", str(Path(self.root, config.hydra.sweeper.study_name)))
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # trial dirs of a rerun never collide
         default("hydra.sweep.subdir", f"{stamp}_${{hydra.job.num}}")
-        default("hydra.sweeper.storage", f"sqlite:///{Path(config.hydra.sweep.dir).resolve() / DATABASE}")
+        default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
         if config.hydra.sweeper.storage is None:
             raise SearchError("hydra.sweeper.storage=null: the search needs a database (for pruning and resume)")
 
