@@ -120,14 +120,16 @@ def test_configuration_table_gives_mean_and_std_over_seeds(sweep):
     assert list(rows) == [f"variant={v}" for v in VARIANTS]
     for variant in VARIANTS:
         results = [read_result(d) for d in job_dirs(sweep)]
-        finals = [r["final"] for r in results if r["config"]["regularizer"]["kind"] == variant]
+        mine = [r for r in results if r["config"]["regularizer"]["kind"] == variant]
+        finals = [r["final"] for r in mine]
+        near_zero = [100 * r["weights"]["near_zero_share"] for r in mine]
         test_acc = [100 * f["test_acc"] for f in finals]
         gap = [100 * (f["train_acc"] - f["val_acc"]) for f in finals]
         row = rows[f"variant={variant}"]
         assert row["runs"] == "2/2"
         assert row["test acc (%)"] == f"{statistics.mean(test_acc):.2f} ± {statistics.stdev(test_acc):.2f}"
         assert row["train−val gap (pp)"] == f"{statistics.mean(gap):.2f} ± {statistics.stdev(gap):.2f}"
-    assert float(rows["variant=l1"]["near-zero weights (%)"].split()[0]) >= 0
+        assert row["near-zero weights (%)"] == f"{statistics.mean(near_zero):.2f} ± {statistics.stdev(near_zero):.2f}"
 
 
 def test_running_and_failed_runs_are_named_and_left_out_of_the_statistics(sweep, tmp_path):

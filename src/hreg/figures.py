@@ -23,6 +23,7 @@ LOSS_CURVES = "loss_curves.png"
 ACCURACY = "accuracy.png"
 WEIGHTS = "weights.png"
 MAX_ENTROPY = math.log(10)
+LEGEND_WIDTH = 70  # characters per line of a legend entry
 
 #: One colour per configuration label, the same in every figure.
 Colours = dict[str, tuple[float, ...]]
@@ -44,7 +45,11 @@ def _save(fig: Figure, path: Path) -> None:
 def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
     """Training and validation loss against epochs, one line per configuration: the mean over its
     runs at each evaluated epoch, with a band from the lowest to the highest run."""
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    labels = {label: _wrap(f"{label} (n={len(members)})", LEGEND_WIDTH) for label, members in groups.items()}
+    columns = 2 if len(labels) > 1 else 1
+    legend_lines = sum(sorted((t.count("\n") + 1 for t in labels.values()), reverse=True)[:: columns])
+    # The legend sits below the panels and grows with the labels (an Optuna sweep's are long and many).
+    fig = Figure(figsize=(13, 5.5 + 0.6 + 0.2 * legend_lines), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, split, title in zip(axes, ("train", "val"), ("Training set", "Validation set")):
         for label, members in groups.items():
@@ -57,7 +62,7 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
                 continue
             epochs = sorted(by_epoch)
             mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-            ax.plot(epochs, mean, color=colour[label], label=_wrap(f"{label} (n={len(members)})", 70))
+            ax.plot(epochs, mean, color=colour[label], label=labels[label])
             if len(members) > 1:
                 low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
                 ax.fill_between(epochs, low, high, color=colour[label], alpha=0.2, linewidth=0)
@@ -66,8 +71,7 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
         ax.set_xlabel("epoch")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("cross-entropy loss (nats, log scale; eval mode, no penalty)")
-    handles, labels = axes[1].get_legend_handles_labels()  # below the panels: labels can be long
-    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 1 else 1,
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncols=columns,
                title="configuration (runs); band: min–max", fontsize="small")
     fig.suptitle("Loss curves per configuration (line: mean over seeds)")
     _save(fig, path)
@@ -143,7 +147,7 @@ def weights(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
 
 
 def draw_all(groups: dict[str, list[Run]], finished: dict[str, list[Run]], out_dir: Path) -> list[tuple[str, str]]:
-    """Draw what the runs allow: curves from every run with a history, bars from finished runs.
+    """Draw what the runs allow: curves from every run with a history, point plots from finished runs.
 
     Returns (file name, title) of each figure written.
     """
