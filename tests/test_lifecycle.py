@@ -131,10 +131,13 @@ def test_saved_run_is_evaluated_without_training(tmp_path):
 
 
 def test_nan_loss_stops_the_run_with_status_diverged(run_dir):
-    value = run(compose_config("epochs=50", "optimizer=sgd", "optimizer.lr=1e4", "monitor=none"), run_dir)
-    assert math.isnan(value), "a sweeper never takes a diverged run for a good one"
+    # SGD with lr 0.5 is evaluated after epoch 1, then its loss becomes NaN in epoch 2.
+    cfg = compose_config("epochs=50", "eval_every=1", "optimizer=sgd", "optimizer.lr=0.5", "monitor=none")
+    value = run(cfg, run_dir)
     result = read_result(run_dir)
     assert result["status"] == "diverged" and "nan" in result["error"]
+    assert math.isfinite(result["final"]["val_acc"])  # a good evaluation came before the divergence...
+    assert math.isnan(value), "...yet a sweeper never takes a diverged run for a good one"
     assert result["epochs_completed"] < 50
     assert read_result(run_dir)["status"] == "diverged"
     assert not (run_dir / "checkpoints" / checkpoint.LAST).exists(), "garbage is not checkpointed"

@@ -17,7 +17,7 @@ value. Four things it does not do are added here, without replacing it:
   reports the validation objective at each evaluation. A job cannot finish its
   own trial (the plugin's later tell would raise), so it records its run's
   status on the trial and the sweeper's storage (src/hreg/sweep_storage.py)
-  turns the plugin's tell into PRUNED (or FAIL for a diverged run).
+  turns the plugin's tell into PRUNED. A diverged run returns NaN, and its job fails.
 """
 
 from __future__ import annotations
