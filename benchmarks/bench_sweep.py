@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hreg.sweep import EPOCHS_ATTR, FINAL_ATTR, database_url
+from hreg.search.study import EPOCHS_ATTR, FINAL_ATTR, database_url
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"median pruner (default)": [], "no pruning (search.pruner=null)": ["search.pruner=null"]}

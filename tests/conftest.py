@@ -1,4 +1,8 @@
-"""Shared helpers: compose configs with Hydra's compose API, run train.py as a user would."""
+"""Shared helpers: compose configs with Hydra's compose API, run the commands as a user would, read results.
+
+Short runs use the ``debug=quick`` preset (conf/debug/quick.yaml: 5 epochs,
+evaluated every epoch) with the few overrides a test needs on top.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +15,54 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
+BIN = Path(sys.executable).parent  # the console scripts of pyproject.toml, installed beside this Python
+QUICK = "debug=quick"
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """The config that `python train.py OVERRIDES` would run with (no hydra node)."""
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config that `python train.py OVERRIDES` would run with (``hydra``: with its hydra node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def run_train(
-    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+def run_cli(
+    command: str, *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`python train.py ARGS` in a subprocess, from ``cwd`` (where outputs/ or multirun/ go)."""
+    """A user's command in a subprocess: ``train.py`` (run from ``cwd``, where outputs/ or multirun/ go)
+    or a console script (``hreg-resume``, ``hreg-eval``, ``hreg-report``, ``hreg-study``, ``hreg-mnist``)."""
+    argv = [sys.executable, str(REPO / "train.py")] if command == "train.py" else [str(BIN / command)]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return subprocess.run([*argv, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_train(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` from ``cwd``."""
+    return run_cli("train.py", *args, cwd=cwd, **kwargs)
 
 
 def read_result(run_dir: Path) -> dict:
+    """result.json as the file holds it (the schema is what the tests check)."""
     return json.loads((run_dir / "result.json").read_text())
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    """A run's TensorBoard event files, read back as TensorBoard reads them (every value kept)."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def one_error_line(proc: subprocess.CompletedProcess, prog: str = "hreg") -> str:
+    """The single `PROG: error: ...` line a mistake gets (exit code 2, no traceback); returns its message."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{prog}: error: "), proc.stderr
+    return line.removeprefix(f"{prog}: error: ")
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hreg import checkpoint
 from hreg.run import run, train
-from tests.conftest import REPO, compose_config, read_result
+from tests.conftest import REPO, compose_config, events, read_result, run_cli
 
-BIN = Path(sys.executable).parent
 RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise", "monitor.histograms=5")
 
 
@@ -46,7 +44,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def resume(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "hreg-resume"), str(run_dir), *args], capture_output=True, text=True, timeout=300)
+    return run_cli("hreg-resume", str(run_dir), *args)
 
 
 def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path, uninterrupted):
@@ -60,14 +58,13 @@ def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path
     assert resumed.returncode == 0, resumed.stderr
     result = read_result(run_dir)
     assert result["status"] == "completed" and result["resumed_at_epoch"][0] > 1
-    assert result["history"] == uninterrupted["history"]
-    assert result["final"] == uninterrupted["final"] and result["best"] == uninterrupted["best"]
+    assert result["history"] == uninterrupted.history
+    assert result["final"] == uninterrupted.final and result["best"] == uninterrupted.best
 
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
-    events.Reload()
-    steps = [e.step for e in events.Scalars("loss/val")]
+    acc = events(run_dir)
+    steps = [e.step for e in acc.Scalars("loss/val")]
     assert steps == [1] + list(range(10, 101, 10)), "TensorBoard curve without duplicated or missing steps"
-    assert [e.step for e in events.Histograms("weights/fc1")] == [1, 26, 50, 75, 100]
+    assert [e.step for e in acc.Histograms("weights/fc1")] == [1, 26, 50, 75, 100]
     assert "resuming" in (run_dir / "train.log").read_text()
 
 
@@ -83,7 +80,7 @@ def test_sigterm_saves_a_checkpoint_at_the_epoch_it_stops(tmp_path, uninterrupte
     assert saved["epoch"] == result["epochs_completed"]
     assert resume(run_dir).returncode == 0
     resumed = read_result(run_dir)
-    assert resumed["final"] == uninterrupted["final"]
+    assert resumed["final"] == uninterrupted.final
     assert resumed["status"] == "completed" and "error" not in resumed and "exit_code" not in resumed
 
 
@@ -105,7 +102,8 @@ def test_corrupt_or_partial_checkpoint_is_refused(tmp_path):
         path.write_bytes(broken)
         with pytest.raises(checkpoint.CheckpointError, match="not loaded"):
             checkpoint.load(path)
-    (run_dir / "result.json").write_text('{"status": "running"}')  # pretend it was killed
+    killed = {**read_result(run_dir), "status": "running"}  # pretend it was killed
+    (run_dir / "result.json").write_text(json.dumps(killed))
     proc = resume(run_dir)
     assert proc.returncode == 2 and "not loaded" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -115,18 +113,18 @@ def test_only_last_and_best_checkpoints_are_kept(tmp_path):
     run_dir.mkdir()
     result = train(compose_config("epochs=40", "eval_every=5", "checkpoint.every=10", "monitor=none"), run_dir)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert checkpoint.load(run_dir / "checkpoints" / "best.pt")["epoch"] == result["best"]["epoch"]
+    assert checkpoint.load(run_dir / "checkpoints" / "best.pt")["epoch"] == result.best["epoch"]
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 40
 
 
 def test_saved_run_is_evaluated_without_training(tmp_path):
     run_dir, result = saved_run(tmp_path, "epochs=15", "eval_every=5")
     saved = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
-    proc = subprocess.run([str(BIN / "hreg-eval"), str(run_dir), "--device", "cpu"], capture_output=True, text=True)
+    proc = run_cli("hreg-eval", str(run_dir), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    assert f"test acc {result['best']['test_acc']:.4f}" in proc.stdout
+    assert f"test acc {result.best['test_acc']:.4f}" in proc.stdout
     evaluation = json.loads((run_dir / "eval_best.json").read_text())
-    assert evaluation["epoch"] == result["best"]["epoch"] and evaluation["test_acc"] == result["best"]["test_acc"]
+    assert evaluation["epoch"] == result.best["epoch"] and evaluation["test_acc"] == result.best["test_acc"]
     assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == saved, "nothing trained"
 
 
@@ -147,12 +145,12 @@ def test_early_stopping_is_off_by_default_and_recorded_when_on(run_dir):
     assert compose_config().early_stopping.patience is None
     cfg = compose_config("epochs=300", "eval_every=1", "early_stopping.patience=3", "objective=val_loss", "monitor=none")
     result = train(cfg, run_dir)
-    assert result["status"] == "early_stopped" and result["epochs_completed"] < 300
-    record = result["early_stopping"]
+    assert result.status == "early_stopped" and result.epochs_completed < 300
+    record = result.extras["early_stopping"]
     assert record["stopped_epoch"] - record["best_epoch"] == 3 == record["patience"]
     assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == record["stopped_epoch"]
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     proc = resume(run_dir)
     assert proc.returncode == 0 and "has ended (early_stopped)" in proc.stdout
-    assert read_result(run_dir) == json.loads(json.dumps(result)), "an ended run is not trained further"
+    assert read_result(run_dir) == json.loads(json.dumps(result.to_dict())), "an ended run is not trained further"

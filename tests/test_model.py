@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from hreg.data import Split
-from hreg.loop import evaluate, predict
+from hreg.metrics import evaluate, predict
 from tests.conftest import compose_config
 
 

@@ -6,21 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hreg.monitor import snapshot_epochs
 from hreg.run import train
-from tests.conftest import compose_config
+from tests.conftest import compose_config, events
 
 EPOCHS = 12
 SNAPSHOTS = 4
 LAYERS = ["fc1", "fc2", "fc3", "fc4"]
-
-
-def events(run_dir) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +39,8 @@ def test_scalars_at_every_evaluation(runs):
     for tag in ["loss/train", "loss/val", "loss/test", "accuracy/val", "loss/train_batches_data",
                 "loss/train_batches_penalty", "optim/lr"]:
         assert tag in tags
-        assert [e.step for e in acc.Scalars(tag)] == [h["epoch"] for h in result["history"]] == [1, 4, 8, 12]
-    assert acc.Scalars("loss/val")[-1].value == pytest.approx(result["final"]["val_loss"], rel=1e-5)
+        assert [e.step for e in acc.Scalars(tag)] == [h["epoch"] for h in result.history] == [1, 4, 8, 12]
+    assert acc.Scalars("loss/val")[-1].value == pytest.approx(result.final["val_loss"], rel=1e-5)
 
 
 def test_penalty_is_logged_apart_from_the_data_loss(runs):
@@ -76,7 +69,7 @@ def test_random_model_entropy_is_near_max_and_trained_entropy_is_lower(runs):
     assert "entropy/random_model" in acc.Tags()["histograms"]
     trained = acc.Scalars("entropy/model_mean")[-1].value
     assert trained < 0.5 * random_mean
-    assert result["random_model_entropy"] == pytest.approx(random_mean, rel=1e-5)
+    assert result.extras["random_model_entropy"] == pytest.approx(random_mean, rel=1e-5)
 
 
 def mass_near_zero(histogram, threshold: float) -> float:

@@ -6,7 +6,6 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from hreg.report import Run, group_runs, label_runs
-from tests.conftest import CONF_DIR, compose_config, read_result, run_train
+from hreg.report.runs import Run, group_runs, label_runs
+from tests.conftest import CONF_DIR, compose_config, read_result, run_cli, run_train
 
 FIGURES = ("loss_curves.png", "accuracy.png", "weights.png")
 VARIANTS = ("none", "l1")
@@ -36,8 +35,7 @@ def sweep(tmp_path_factory) -> Path:
 
 
 def report_cli(*args: str) -> subprocess.CompletedProcess:
-    """The console script, as installed next to this Python (pyproject's [project.scripts])."""
-    return subprocess.run([str(Path(sys.executable).with_name("hreg-report")), *args], capture_output=True, text=True)
+    return run_cli("hreg-report", *args)
 
 
 def md_table(report: str, heading: str) -> list[dict[str, str]]:
@@ -78,11 +76,11 @@ def test_preset_lists_every_variant_and_runs_configurations_times_seeds(sweep):
     ],
 )
 def test_each_variant_sets_its_keys_and_the_command_line_still_wins(variant, keys):
-    cfg = compose_config("+experiment=compare_regularizers", f"variant={variant}")
+    cfg = compose_config("experiment=compare_regularizers", f"variant={variant}")
     assert cfg.epochs == 1000
     for key, value in keys.items():
         assert OmegaConf.select(cfg, key, default=None) == value, key
-    assert compose_config("+experiment=compare_regularizers", f"variant={variant}", "epochs=7").epochs == 7
+    assert compose_config("experiment=compare_regularizers", f"variant={variant}", "epochs=7").epochs == 7
 
 
 def test_callback_writes_report_and_readable_figures(sweep):

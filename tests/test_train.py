@@ -9,19 +9,20 @@ import pytest
 import torch
 import yaml
 
+from hreg.errors import exit_on_error
 from hreg.loop import is_eval_epoch
 from hreg.progress import Progress
 from hreg.run import run, train
-from tests.conftest import compose_config, read_result, run_train
+from tests.conftest import QUICK, compose_config, read_result, run_train
 
 
 def test_short_default_run_learns(run_dir):
     result = train(compose_config("epochs=20", "monitor=none"), run_dir)
-    assert result["status"] == "completed" and result["epochs_completed"] == 20
-    assert result["final"]["val_acc"] >= 0.90  # 20 epochs on 3000 images: about 0.915 measured
-    assert result["final"]["train_acc"] > result["final"]["val_acc"]  # 5% of MNIST overfits
-    assert [h["epoch"] for h in result["history"]] == [1, 10, 20]
-    assert read_result(run_dir) == json.loads(json.dumps(result))
+    assert result.status == "completed" and result.epochs_completed == 20
+    assert result.final["val_acc"] >= 0.90  # 20 epochs on 3000 images: about 0.915 measured
+    assert result.final["train_acc"] > result.final["val_acc"]  # 5% of MNIST overfits
+    assert [h["epoch"] for h in result.history] == [1, 10, 20]
+    assert read_result(run_dir) == json.loads(json.dumps(result.to_dict()))
 
 
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
@@ -29,15 +30,15 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
     runs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         (tmp_path / name).mkdir()
-        runs.append(train(compose_config(*overrides, f"seed={seed}"), tmp_path / name)["history"])
+        runs.append(train(compose_config(*overrides, f"seed={seed}"), tmp_path / name).history)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
 
-def test_task_function_returns_the_validation_objective(run_dir):
-    assert run(compose_config("epochs=2", "monitor=none"), run_dir) == read_result(run_dir)["final"]["val_acc"]
-    loss = run(compose_config("epochs=2", "monitor=none", "objective=val_loss"), run_dir)
-    assert loss == read_result(run_dir)["final"]["val_loss"]
+def test_task_function_returns_the_validation_objective(tmp_path):
+    assert run(compose_config(QUICK, "monitor=none"), tmp_path / "a") == read_result(tmp_path / "a")["final"]["val_acc"]
+    loss = run(compose_config(QUICK, "monitor=none", "objective=val_loss"), tmp_path / "b")
+    assert loss == read_result(tmp_path / "b")["final"]["val_loss"]
 
 
 BAD_INPUTS = [
@@ -58,7 +59,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("first, second, key_value, allowed", BAD_INPUTS)
 def test_bad_value_exits_with_one_line_naming_key_value_and_allowed(first, second, key_value, allowed, run_dir, capsys):
     cfg = compose_config(*[o for o in (first, second) if o])
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info, exit_on_error("hreg"):
         run(cfg, run_dir)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
@@ -69,7 +70,7 @@ def test_bad_value_exits_with_one_line_naming_key_value_and_allowed(first, secon
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cuda_without_gpu_is_a_user_error(run_dir, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit), exit_on_error("hreg"):
         run(compose_config("device=cuda"), run_dir)
     assert "no CUDA GPU" in capsys.readouterr().err
 

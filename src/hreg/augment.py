@@ -10,11 +10,14 @@ calls the augmentation on training batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from torchvision.transforms import v2
+import torch
 
 from hreg.data import BACKGROUND
+
+#: A batch transform: (N, 1, 28, 28) normalised images in, the same shape out.
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
 def build_augment(
@@ -22,7 +25,7 @@ def build_augment(
     degrees: float = 0.0,
     translate: float = 0.0,
     scale: Sequence[float] = (1.0, 1.0),
-) -> v2.Transform | None:
+) -> Augment | None:
     """A batch transform, or None when nothing is switched on.
 
     ``noise_sigma`` is in units of the normalised input (its std is 1);
@@ -30,8 +33,13 @@ def build_augment(
     shift as a fraction of the image side; ``scale`` the zoom range. Areas moved
     into view are filled with the background (a black pixel).
     """
+    geometric = degrees > 0 or translate > 0 or tuple(scale) != (1.0, 1.0)
+    if not geometric and noise_sigma <= 0:
+        return None
+    from torchvision.transforms import v2  # only runs that augment pay for importing torchvision
+
     transforms: list[v2.Transform] = []
-    if degrees > 0 or translate > 0 or tuple(scale) != (1.0, 1.0):
+    if geometric:
         transforms.append(
             v2.RandomAffine(
                 degrees=degrees,
@@ -42,4 +50,4 @@ def build_augment(
         )
     if noise_sigma > 0:
         transforms.append(v2.GaussianNoise(sigma=noise_sigma, clip=False))
-    return v2.Compose(transforms) if transforms else None
+    return v2.Compose(transforms)

@@ -19,18 +19,16 @@ from typing import Any
 import torch
 
 from hreg.atomic import write_atomic
-from hreg.hooks import Hook, RunContext
-from hreg.loop import EpochStats
+from hreg.errors import UserError
+from hreg.hooks import EpochStats, Hook, RunContext
+from hreg.result import RunResult
 
 MAGIC = b"HREG-CKPT-1\n"
 DIGEST_SIZE = 32
 LAST, BEST = "last.pt", "best.pt"
 
-#: Statuses that leave the model at a clean epoch boundary, worth a final checkpoint.
-CLEAN_ENDS = ("completed", "interrupted", "early_stopped")
 
-
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint is missing, partial or corrupted."""
 
 
@@ -81,16 +79,15 @@ def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
         "model": ctx.model.state_dict(),
         "optimizer": ctx.optimizer.state_dict(),
         "rng": rng_states(),
-        "result": ctx.result,
+        "result": ctx.result.to_dict(),
     }
 
 
 def restore(ctx: RunContext, state: dict[str, Any]) -> int:
-    """Put a run back in ``state``; returns the first epoch still to train."""
+    """Put a run back in ``state`` (model, optimizer, random numbers, record); returns the first epoch to train."""
     ctx.model.load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
-    ctx.result.clear()
-    ctx.result.update(state["result"])
+    ctx.result = RunResult.from_dict(state["result"], "checkpoint")
     restore_rng_states(state["rng"])
     return state["epoch"] + 1
 
@@ -101,13 +98,21 @@ class CheckpointHook(Hook):
     def __init__(self, every: int) -> None:
         self.every = every
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
+    def _periodic(self, epoch: int) -> bool:
+        return bool(self.every) and epoch % self.every == 0
+
+    def needs_model(self, epoch: int, improved: bool) -> bool:
+        return improved or self._periodic(epoch)
+
+    def on_epoch_end(
+        self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
+    ) -> None:
         directory = checkpoint_dir(ctx.run_dir)
-        if metrics is not None and ctx.result.get("best") is metrics:
+        if improved:
             save(directory / BEST, capture(ctx, epoch))
-        if self.every and epoch % self.every == 0:
+        if self._periodic(epoch):
             save(directory / LAST, capture(ctx, epoch))
 
     def on_end(self, ctx: RunContext) -> None:
-        if ctx.result.get("status") in CLEAN_ENDS:
-            save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, ctx.result["epochs_completed"]))
+        if ctx.result.status.clean_end:
+            save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, ctx.result.epochs_completed))

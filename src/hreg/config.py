@@ -2,8 +2,10 @@
 
 Hydra and OmegaConf already reject unknown group options and unknown keys. What
 they cannot know are the ranges that make sense here; each rule below names a
-key, what is allowed, and a test. A broken rule becomes one ConfigError line
-(``key=value: allowed``) that the entry point prints without a traceback.
+key, what is allowed, and a test. Option lists come from the modules that own
+them. A broken rule becomes one ConfigError line (``key=value: allowed``) that
+the entry point prints without a traceback. Some settings are fine alone and
+wrong together (a batch of one image with BatchNorm): ``COMBINED_RULES``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hreg.data import MNIST_TRAIN_SIZE, train_size
+from hreg.device import NAMES as DEVICES
+from hreg.errors import ConfigError
+from hreg.regularizer import KINDS as REGULARIZERS
+from hreg.result import OBJECTIVES
 
-class ConfigError(ValueError):
-    """A user-supplied setting is out of range; the message is one line."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key}={value!r}: {allowed}")
-        self.key = key
+__all__ = ["ConfigError", "validate"]
 
 
 def _number(value: Any) -> bool:
@@ -30,6 +32,10 @@ def _number(value: Any) -> bool:
 
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _one_of(options: tuple[str, ...] | dict[str, Any]) -> tuple[str, Callable[[Any], bool]]:
+    return f"one of {', '.join(options)}", lambda v: v in options
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,21 @@ class Rule:
 RULES = [
     Rule("epochs", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule("eval_every", "an integer >= 1", lambda v: _integer(v) and v >= 1),
-    Rule("seed", "an integer", _integer),
-    Rule("objective", "one of val_acc, val_loss", lambda v: v in ("val_acc", "val_loss")),
+    Rule("seed", "an integer >= 0", lambda v: _integer(v) and v >= 0),
+    Rule("objective", *_one_of(OBJECTIVES)),
     Rule("data.batch_size", "an integer >= 1", lambda v: _integer(v) and v >= 1),
-    Rule("data.train_fraction", "a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
-    Rule("data.seed", "an integer", _integer),
+    Rule(
+        "data.train_fraction",
+        f"a number in (0, 1] that leaves at least one training image (>= {1 / (2 * MNIST_TRAIN_SIZE):.2g})",
+        lambda v: _number(v) and 0 < v <= 1 and train_size(v) >= 1,
+    ),
+    Rule("data.seed", "an integer >= 0", lambda v: _integer(v) and v >= 0),
     Rule("model.dropout", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
-    Rule("model.hidden", "a list of integers >= 1", lambda v: all(_integer(h) and h >= 1 for h in v)),
+    Rule("model.hidden", "a non-empty list of integers >= 1", lambda v: len(v) > 0 and all(_integer(h) and h >= 1 for h in v)),
     Rule("optimizer.lr", "a number > 0", lambda v: _number(v) and v > 0),
     Rule("optimizer.momentum", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1, optional=True),
     Rule("optimizer.weight_decay", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
-    Rule("regularizer.kind", "one of none, l1, l2", lambda v: v in ("none", "l1", "l2")),
+    Rule("regularizer.kind", *_one_of(REGULARIZERS)),
     Rule("regularizer.lam", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
     Rule("augment.noise_sigma", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
     Rule("augment.degrees", "a number in [0, 180]", lambda v: _number(v) and 0 <= v <= 180, optional=True),
@@ -68,8 +78,22 @@ RULES = [
          lambda v: _integer(v) and v >= 2, optional=True),
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
-    Rule("device.name", "one of auto, cpu, cuda, mps", lambda v: v in ("auto", "cpu", "cuda", "mps")),
+    Rule("device.name", *_one_of(DEVICES)),
 ]
+
+
+def _batchnorm_batch_of_one(cfg: DictConfig) -> ConfigError | None:
+    norm = OmegaConf.select(cfg, "model.norm._target_", default=None)
+    if norm and norm.endswith("BatchNorm1d") and (cfg.data.batch_size == 1 or train_size(cfg.data.train_fraction) == 1):
+        return ConfigError(
+            "data.batch_size", cfg.data.batch_size,
+            "BatchNorm cannot train on a batch of one image (its variance is undefined): "
+            "use batches of 2 or more images, or another model/norm",
+        )
+    return None
+
+
+COMBINED_RULES: list[Callable[[DictConfig], ConfigError | None]] = [_batchnorm_batch_of_one]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -85,3 +109,7 @@ def validate(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise ConfigError(rule.key, plain, f"must be {rule.allowed}")
+    for combined in COMBINED_RULES:
+        error = combined(cfg)
+        if error:
+            raise error

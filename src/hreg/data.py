@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 
 from hreg import mnist
 
+#: Images in MNIST's training set, from which the training and validation splits are drawn.
+MNIST_TRAIN_SIZE = 60000
 #: Mean and standard deviation of MNIST's 60000 training images (pixel / 255).
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -46,6 +48,11 @@ class Splits:
     test: Split
     train_index: np.ndarray  # positions in MNIST's training set, for audit
     val_index: np.ndarray
+
+
+def train_size(fraction: float) -> int:
+    """How many training images ``data.train_fraction`` gives (the rest of MNIST's training set validates)."""
+    return round(fraction * MNIST_TRAIN_SIZE)
 
 
 def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

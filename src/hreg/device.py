@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from hreg.config import ConfigError
+from hreg.errors import ConfigError
+
+#: What ``device.name`` may be.
+NAMES = ("auto", "cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:

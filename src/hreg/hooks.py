@@ -1,27 +1,50 @@
-"""What a run shares with the code that watches it (TensorBoard, checkpoints, sweep pruning).
+"""What a run shares with the code that watches it (TensorBoard, checkpoints, early stopping, pruning).
 
-The loop in run.py calls each hook at fixed points; a hook may read anything in
-the RunContext and may stop the run by raising a StopRun subclass, whose
-``status`` then goes into the result file.
+An engine calls each hook at fixed points (loop.py's ``begin_run``,
+``end_epoch`` and ``end_run``). A hook may read anything in the RunContext,
+add its own entries to the run record with ``ctx.result.set_extra``, and stop
+the run by raising a ``StopRun`` subclass, whose ``status`` the record keeps.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from hreg.augment import Augment
 from hreg.data import Splits
-from hreg.loop import Augment, EpochStats
 from hreg.regularizer import WeightPenalty
+from hreg.result import RunResult, Status
+
+
+class StopRun(Exception):
+    """Ends a run early but cleanly, at the end of an epoch; ``status`` is what the run record keeps."""
+
+    status = Status.FAILED
+    exit_code: int | None = None  # what the process should exit with (an interrupt's 128 + signal)
+
+
+@dataclass
+class EpochStats:
+    """Means over the epoch's batches, as the optimiser saw them (train mode, augmented)."""
+
+    data_loss: float
+    penalty: float
+
+    @property
+    def loss(self) -> float:
+        return self.data_loss + self.penalty
 
 
 @dataclass
 class RunContext:
+    """One run's built parts, its record, and where it writes."""
+
     cfg: DictConfig
     run_dir: Path
     device: torch.device
@@ -30,7 +53,11 @@ class RunContext:
     penalty: WeightPenalty
     augment: Augment | None
     data: Splits
-    result: dict[str, Any] = field(default_factory=dict)
+    result: RunResult
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("hreg"))
+    #: The job's Hydra config (the ``hydra`` node, as ``HydraConfig.get()`` gives it), for the hooks that
+    #: talk to a sweeper; None outside Hydra (``hreg-resume``, tests).
+    hydra: DictConfig | None = None
 
 
 class Hook:
@@ -39,8 +66,17 @@ class Hook:
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         """Before the first epoch trained in this process (``first_epoch`` > 1 after a resume)."""
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
-        """After each epoch; ``metrics`` is set on evaluation epochs."""
+    def needs_model(self, epoch: int, improved: bool) -> bool:
+        """Whether ``on_epoch_end`` reads the model or optimizer at this epoch.
+
+        The stacked engine copies a member's weights out of the stack only then.
+        """
+        return False
+
+    def on_epoch_end(
+        self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
+    ) -> None:
+        """After each epoch; ``metrics`` is set on evaluation epochs, ``improved`` when they beat the best so far."""
 
     def on_end(self, ctx: RunContext) -> None:
         """Once, whatever the run's status (also after a failure or an interrupt)."""

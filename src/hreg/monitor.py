@@ -1,8 +1,9 @@
-"""The `monitor` config group: what a run records about itself, for TensorBoard and the result file."""
+"""The `monitor` config group: the TensorBoard hook, which writes a run's event files into its directory.
+
+Only runs with ``monitor=tensorboard`` import this module (and TensorBoard).
+"""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -11,37 +12,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from hreg.data import Split
-from hreg.hooks import Hook, RunContext
-from hreg.loop import EpochStats, predict
+from hreg.hooks import EpochStats, Hook, RunContext
+from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
 from hreg.model import MLP
-
-#: A weight counts as "near zero" below this magnitude (what L1 drives weights to).
-NEAR_ZERO = 1e-3
-MAX_ENTROPY = math.log(10)
-#: Validation images on which prediction entropy is measured (a fixed set, the same every snapshot).
-PROBE_SIZE = 10000
-
-
-def linear_weights(model: nn.Module) -> torch.Tensor:
-    """All Linear weights of the model as one flat tensor (biases excluded)."""
-    return torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, nn.Linear)])
-
-
-def weight_stats(model: nn.Module) -> dict[str, float]:
-    """Share of near-zero weights, L1 norm and L2 norm over all Linear weights."""
-    w = linear_weights(model)
-    return {
-        "near_zero_share": (w.abs() < NEAR_ZERO).float().mean().item(),
-        "l1_norm": w.abs().sum().item(),
-        "l2_norm": w.norm().item(),
-    }
-
-
-def prediction_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the predicted class distribution, per example, in eval mode."""
-    log_p = torch.log_softmax(predict(model, x), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
 
 
 def snapshot_epochs(epochs: int, count: int) -> set[int]:
@@ -105,7 +78,7 @@ class TensorBoardMonitor(Hook):
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
         self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
         self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
-        self.probe = probe_set(ctx)
+        self.probe = probe_set(ctx.data)
         if first_epoch == 1:
             self._log_random_model(ctx)
 
@@ -115,12 +88,17 @@ class TensorBoardMonitor(Hook):
             torch.manual_seed(ctx.cfg.seed + 1)
             random_model = instantiate(ctx.cfg.model).to(ctx.device)
         entropy = prediction_entropy(random_model, self.probe.x)
-        ctx.result["random_model_entropy"] = entropy.mean().item()
+        ctx.result.set_extra("random_model_entropy", entropy.mean().item())
         self.writer.add_histogram("entropy/random_model", entropy, 0)
         self.writer.add_scalar("entropy/random_model_mean", entropy.mean(), 0)
         self.writer.add_scalar("entropy/max_log10", MAX_ENTROPY, 0)
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
+    def needs_model(self, epoch: int, improved: bool) -> bool:
+        return epoch in self.snapshots
+
+    def on_epoch_end(
+        self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
+    ) -> None:
         w = self.writer
         if metrics is not None:
             for split in ("train", "val", "test"):
@@ -149,17 +127,12 @@ class TensorBoardMonitor(Hook):
         if self.writer is None:
             return
         # Once per run: an interrupted run writes its table when the resumed one ends.
-        if self.hparams and ctx.result.get("final") and ctx.result["status"] not in ("interrupted", "aborted"):
-            final = ctx.result["final"]
+        result = ctx.result
+        if self.hparams and result.final and result.status.is_over:
+            final = result.final
             metrics = {f"hparams/{k}": final[k] for k in ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc")}
             self.writer.add_hparams(hparams_of(ctx.cfg), metrics, run_name=".")
         self.writer.close()
-
-
-def probe_set(ctx: RunContext) -> Split:
-    """The fixed set on which entropies are measured: the first PROBE_SIZE validation images."""
-    source = ctx.data.val if len(ctx.data.val) else ctx.data.test
-    return Split(source.x[:PROBE_SIZE], source.y[:PROBE_SIZE])
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, float | int | str | bool]:

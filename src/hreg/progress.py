@@ -25,14 +25,22 @@ def _format(metrics: dict[str, float]) -> str:
 
 
 class Progress:
-    def __init__(self, epochs: int, first_epoch: int = 1) -> None:
+    """A run's progress: ``bar`` on a terminal (off for a member of a stack, whose stack has the bar)."""
+
+    def __init__(self, epochs: int, first_epoch: int = 1, logger: logging.Logger = log, bar: bool = True) -> None:
+        self.log = logger
         self.epochs = epochs
         self.started = time.perf_counter()
         self.first_epoch = first_epoch
         self.log_every = max(1, epochs // LOG_LINES_PER_RUN)
         self.next_log = first_epoch  # log at the first evaluation at or after this epoch
         self.bar = tqdm(
-            total=epochs, initial=first_epoch - 1, unit="epoch", dynamic_ncols=True, disable=None, leave=False
+            total=epochs,
+            initial=first_epoch - 1,
+            unit="epoch",
+            dynamic_ncols=True,
+            disable=None if bar else True,  # None: shown on a terminal only
+            leave=False,
         )
 
     def epoch_done(self, epoch: int, metrics: dict[str, float] | None) -> None:
@@ -50,7 +58,7 @@ class Progress:
             done = epoch - self.first_epoch + 1
             elapsed = time.perf_counter() - self.started
             eta = elapsed / done * (self.epochs - epoch)
-            log.info("epoch %d/%d | %s | eta %.0fs", epoch, self.epochs, _format(metrics), eta)
+            self.log.info("epoch %d/%d | %s | eta %.0fs", epoch, self.epochs, _format(metrics), eta)
 
     def close(self) -> None:
         self.bar.close()

@@ -7,6 +7,8 @@
   metrics of a saved model, without training; written to ``eval_<which>.json``.
 
 ``--device`` moves either to another device: checkpoints load on any device.
+Damaged files (a truncated ``result.json``, a broken ``.hydra/config.yaml``) are
+refused with one line and exit code 2, and nothing is overwritten.
 """
 
 from __future__ import annotations
@@ -17,33 +19,40 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hreg import checkpoint
-from hreg.checkpoint import CheckpointError
-from hreg.config import ConfigError, validate
-from hreg.loop import evaluate_all
-from hreg.mnist import DataError
-from hreg.run import RESULT_FILE, build_context, run, write_json
+from hreg.atomic import write_atomic
+from hreg.build import build_context
+from hreg.config import validate
+from hreg.device import NAMES as DEVICES
+from hreg.errors import UserError, exit_on_error
+from hreg.metrics import evaluate_all
+from hreg.result import RESULT_FILE, RunResult
+from hreg.run import run
 
 log = logging.getLogger("hreg")
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, so one log reads as one
 
-#: Statuses of a run that has ended for good: resuming would train past its end (or diverge again).
-#: Still resumable: running (killed), interrupted, aborted, failed.
-ENDED = ("completed", "early_stopped", "pruned", "diverged")
 
-
-class RunDirError(ValueError):
-    """The directory is not an hreg run directory."""
+class RunDirError(UserError):
+    """The directory is not an hreg run directory, or its files are damaged."""
 
 
 def load_run_config(run_dir: Path, device: str | None) -> DictConfig:
     config_file = run_dir / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
-    cfg = OmegaConf.load(config_file)
+    try:
+        cfg = OmegaConf.load(config_file)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunDirError(f"{config_file} is damaged ({first_line})") from None
+    if not isinstance(cfg, DictConfig) or "epochs" not in cfg or "model" not in cfg:
+        raise RunDirError(f"{config_file} is not an hreg run's config")
     if device:
         cfg.device.name = device
     return cfg
@@ -60,50 +69,56 @@ def _setup_logging(run_dir: Path) -> None:
 def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=doc)
     parser.add_argument("run_dir", type=Path, help="the run's directory (outputs/DATE/TIME or a multirun job folder)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="override the run's device")
+    parser.add_argument("--device", choices=DEVICES, help="override the run's device")
     return parser
 
 
-def _fail(prog: str, error: Exception) -> int:
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    return 2
+def resume(run_dir: Path, device: str | None = None) -> str | None:
+    """Continue the run in ``run_dir``; returns why not, when it has ended already."""
+    cfg = load_run_config(run_dir, device)
+    validate(cfg)
+    if (run_dir / RESULT_FILE).exists():
+        status = RunResult.load(run_dir).status
+        if not status.resumable:
+            return f"{run_dir} has ended ({status}); nothing to resume"
+    _setup_logging(run_dir)
+    run(cfg, run_dir, resume=True)
+    return None
 
 
 def resume_main(argv: list[str] | None = None) -> int:
     args = _parser("hreg-resume", "Continue a run from its last checkpoint.").parse_args(argv)
-    try:
-        cfg = load_run_config(args.run_dir, args.device)
-    except RunDirError as error:
-        return _fail("hreg-resume", error)
-    result_file = args.run_dir / RESULT_FILE
-    status = json.loads(result_file.read_text()).get("status") if result_file.is_file() else None
-    if status in ENDED:
-        print(f"{args.run_dir} has ended ({status}); nothing to resume")
-        return 0
-    _setup_logging(args.run_dir)
-    try:
-        run(cfg, args.run_dir, resume=True)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    with exit_on_error("hreg-resume"):
+        ended = resume(args.run_dir, args.device)
+        if ended:
+            print(ended)
     return 0
+
+
+def evaluate(run_dir: Path, which: str, device: str | None = None) -> dict[str, float]:
+    """Validation and test metrics of a saved model, written to ``eval_<which>.json``."""
+    cfg = load_run_config(run_dir, device)
+    validate(cfg)
+    ctx = build_context(cfg, run_dir)
+    state = checkpoint.load(checkpoint.checkpoint_dir(run_dir) / f"{which}.pt", ctx.device)
+    try:
+        ctx.model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        raise RunDirError(f"{which}.pt does not fit the model of {run_dir}/.hydra/config.yaml ({str(error).splitlines()[0]})") from None
+    metrics = {"checkpoint": which, "epoch": state["epoch"], **evaluate_all(ctx.model, ctx.data)}
+    write_atomic(run_dir / f"eval_{which}.json", json.dumps(metrics, indent=2).encode())
+    return metrics
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
     parser = _parser("hreg-eval", "Evaluate a saved model on the validation and test sets.")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_run_config(args.run_dir, args.device)
-        validate(cfg)
-        ctx = build_context(cfg, args.run_dir)
-        state = checkpoint.load(checkpoint.checkpoint_dir(args.run_dir) / f"{args.checkpoint}.pt", ctx.device)
-    except (RunDirError, ConfigError, DataError, CheckpointError) as error:
-        return _fail("hreg-eval", error)
-    ctx.model.load_state_dict(state["model"])
-    metrics = {"checkpoint": args.checkpoint, "epoch": state["epoch"], **evaluate_all(ctx.model, ctx.data)}
-    write_json(args.run_dir / f"eval_{args.checkpoint}.json", metrics)
+    with exit_on_error("hreg-eval"):
+        metrics = evaluate(args.run_dir, args.checkpoint, args.device)
     print(
         f"{args.checkpoint} checkpoint (epoch {metrics['epoch']}): val acc {metrics['val_acc']:.4f} "
         f"loss {metrics['val_loss']:.4f} | test acc {metrics['test_acc']:.4f} loss {metrics['test_loss']:.4f}"
     )
     return 0
+

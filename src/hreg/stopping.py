@@ -14,20 +14,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hreg.hooks import Hook, RunContext
-from hreg.loop import EpochStats, StopRun
+from hreg.hooks import EpochStats, Hook, RunContext, StopRun
+from hreg.result import Status
 
 
 class Interrupted(StopRun):
-    status = "interrupted"
+    status = Status.INTERRUPTED
 
     def __init__(self, signum: int, epoch: int) -> None:
         super().__init__(f"{signal.Signals(signum).name} received; stopped cleanly after epoch {epoch}")
-        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class EarlyStopped(StopRun):
-    status = "early_stopped"
+    status = Status.EARLY_STOPPED
 
 
 class StopRequest:
@@ -68,13 +68,17 @@ class EarlyStopping(Hook):
     def __init__(self, patience: int) -> None:
         self.patience = patience
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None) -> None:
-        if metrics is None:
+    def on_epoch_end(
+        self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
+    ) -> None:
+        if metrics is None or improved:
             return
-        best_epoch = ctx.result["best"]["epoch"]
-        waited = sum(1 for h in ctx.result["history"] if h["epoch"] > best_epoch)
+        best_epoch = ctx.result.best["epoch"]
+        waited = sum(1 for h in ctx.result.history if h["epoch"] > best_epoch)
         if waited >= self.patience:
-            ctx.result["early_stopping"] = {"patience": self.patience, "best_epoch": best_epoch, "stopped_epoch": epoch}
+            ctx.result.set_extra(
+                "early_stopping", {"patience": self.patience, "best_epoch": best_epoch, "stopped_epoch": epoch}
+            )
             raise EarlyStopped(
                 f"{ctx.cfg.objective} has not improved for {waited} evaluations since epoch {best_epoch}"
             )

@@ -4,7 +4,7 @@ Written at the end of each sweep; ``hreg-study SWEEP_DIR`` rewrites it at any
 time (during a sweep, or after one that crashed).
 
 Everything is read from the study database, where each job recorded its final
-validation and test metrics (src/hreg/sweep.py). Trials are ranked by the
+validation and test metrics (trial.py). Trials are ranked by the
 validation objective only: completed ones first, best first, then pruned, then
 failed. Test metrics are shown for every trial and never used to rank.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution  # noqa: E402
 from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
-from hreg.report import table  # noqa: E402
-from hreg.sweep import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url  # noqa: E402
+from hreg.errors import UserError, exit_on_error  # noqa: E402
+from hreg.report.tables import table  # noqa: E402
+from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -85,12 +85,16 @@ def _cell(value: Any) -> str:
 
 
 def write_tables(columns: list[str], rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """summary.csv and summary.md; the Markdown says so first when no trial completed."""
     csv_path, md_path = out_dir / SUMMARY_CSV, out_dir / SUMMARY_MD
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    md_path.write_text(table(columns, [[_cell(row[c]) for c in columns] for row in rows]) + "\n")
+    markdown = table(columns, [[_cell(row[c]) for c in columns] for row in rows]) + "\n"
+    if not any(row["state"] == "complete" for row in rows):
+        markdown = f"No trial completed ({len(rows)} trials), so there are no best parameters.\n\n" + markdown
+    md_path.write_text(markdown)
     return [csv_path, md_path]
 
 
@@ -149,9 +153,21 @@ def write_summary(study: optuna.Study, out_dir: Path) -> list[Path]:
     return write_tables(*trial_rows(study), out_dir) + write_plots(study, out_dir)
 
 
-def _fail(message: str) -> None:
-    print(f"hreg-study: error: {message}", file=sys.stderr)
-    sys.exit(2)
+class StudyError(UserError):
+    """No such study, or no way to tell which one."""
+
+
+def load_study(sweep_dir: Path, storage: str | None, name: str | None) -> optuna.Study:
+    """The study of a sweep directory (its optuna.db unless ``storage``), by ``name`` or the only one."""
+    if not storage and not (sweep_dir / DATABASE).is_file():
+        raise StudyError(f"no {DATABASE} in {sweep_dir}")
+    storage = storage or database_url(sweep_dir)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name is None and len(names) != 1:
+        raise StudyError(f"{len(names)} studies in {storage} ({', '.join(names)}): pass --study NAME")
+    if name is not None and name not in names:
+        raise StudyError(f"no study {name!r} in {storage} (it has: {', '.join(names)})")
+    return optuna.load_study(name or names[0], storage=storage)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,14 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage", help=f"database URL (default: sqlite:///SWEEP_DIR/{DATABASE})")
     parser.add_argument("--study", help="study name (default: the only study in the database)")
     args = parser.parse_args(argv)
-    storage = args.storage or database_url(args.sweep_dir)
-    if not args.storage and not (args.sweep_dir / DATABASE).is_file():
-        _fail(f"no {DATABASE} in {args.sweep_dir}")
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    if args.study is None and len(names) != 1:
-        _fail(f"{len(names)} studies in {storage} ({', '.join(names)}): pass --study NAME")
-    if args.study is not None and args.study not in names:
-        _fail(f"no study {args.study!r} in {storage} (it has: {', '.join(names)})")
-    study = optuna.load_study(args.study or names[0], storage=storage)
-    for path in write_summary(study, args.sweep_dir):
-        print(path)
+    with exit_on_error("hreg-study"):
+        study = load_study(args.sweep_dir, args.storage, args.study)
+        for path in write_summary(study, args.sweep_dir):
+            print(path)

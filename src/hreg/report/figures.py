@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from hreg.report import Run
+from hreg.report.runs import Run
 
 LOSS_CURVES = "loss_curves.png"
 ACCURACY = "accuracy.png"
@@ -55,9 +55,10 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
         for label, members in groups.items():
             by_epoch: dict[int, list[float]] = {}
             for run in members:
-                for h in (run.result or {}).get("history") or []:
-                    if math.isfinite(h[f"{split}_loss"]):
-                        by_epoch.setdefault(h["epoch"], []).append(h[f"{split}_loss"])
+                for h in run.result.history if run.result else []:
+                    loss = h.get(f"{split}_loss", math.nan)
+                    if math.isfinite(loss):
+                        by_epoch.setdefault(h["epoch"], []).append(loss)
             if not by_epoch:
                 continue
             epochs = sorted(by_epoch)
@@ -128,7 +129,7 @@ def accuracy(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
 
 
 def weights(groups: dict[str, list[Run]], colour: Colours, path: Path) -> None:
-    untrained = [r.result["random_model_entropy"] for rs in groups.values() for r in rs if "random_model_entropy" in r.result]
+    untrained = [r.extra("random_model_entropy") for rs in groups.values() for r in rs if r.extra("random_model_entropy")]
     reference = f"untrained model {statistics.mean(untrained):.2f}, " if untrained else ""
     fig = _point_figure(
         groups,
@@ -153,7 +154,7 @@ def draw_all(groups: dict[str, list[Run]], finished: dict[str, list[Run]], out_d
     """
     drawn = []
     colour = colours(list(groups))
-    if any((r.result or {}).get("history") for rs in groups.values() for r in rs):
+    if any(r.result and r.result.history for rs in groups.values() for r in rs):
         loss_curves(groups, colour, out_dir / LOSS_CURVES)
         drawn.append((LOSS_CURVES, "Training and validation loss per configuration"))
     if finished:

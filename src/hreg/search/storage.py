@@ -1,11 +1,12 @@
-"""The storage the Optuna sweeper uses (set by hreg.sweep.OptunaSearch): a pruned run's trial ends PRUNED.
+"""The study database the sweeper uses (set by the search callback): a trial ends as its run says.
 
 The plugin tells COMPLETE for every job that returned a float, FAIL for every
-other one (a diverged run returns NaN, which ``OptunaSearch.on_job_end`` turns
-into a failed job). A job cannot finish its own trial (the plugin's later tell
-would then raise), so a pruned run records its status on the trial instead,
-and this storage applies it when the plugin tells. Built on optuna 2.10's
-cached database storage (optuna is pinned below 3 by the plugin).
+other one (a diverged run returns NaN, which the callback turns into a failed
+job). A job cannot finish its own trial (the plugin's later tell would then
+raise), so it records its run's status on the trial instead, and this storage
+applies the state that status calls for (``Status.trial_state``: PRUNED for a
+pruned run) when the plugin tells COMPLETE. Built on optuna 2.10's cached
+database storage (optuna is pinned below 3 by the plugin).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 
-from hreg.sweep import STATUS_ATTR
+from hreg.result import Status
+from hreg.search.study import STATUS_ATTR
 
 
 class SweepStorage(_CachedStorage):
@@ -32,6 +34,7 @@ class SweepStorage(_CachedStorage):
         return f"SweepStorage({self.url})"
 
     def set_trial_state(self, trial_id: int, state: TrialState) -> bool:
-        if state == TrialState.COMPLETE and self._backend.get_trial(trial_id).system_attrs.get(STATUS_ATTR) == "pruned":
-            state = TrialState.PRUNED
+        status = self._backend.get_trial(trial_id).system_attrs.get(STATUS_ATTR)
+        if state == TrialState.COMPLETE and status in Status._value2member_map_:
+            state = TrialState[Status(status).trial_state]
         return super().set_trial_state(trial_id, state)

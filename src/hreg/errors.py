@@ -1,0 +1,55 @@
+"""Errors a user can fix, and how entry points turn them into one line and an exit code.
+
+Library code raises; only entry points (``train.py``, the console scripts, the
+Hydra callbacks that run before any job) exit. A ``UserError`` is a mistake in
+a setting, a file or a directory: its message is one line, printed as
+``PROG: error: MESSAGE`` with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("hreg")
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """A setting, file or directory that cannot work; the message is one line."""
+
+
+class ConfigError(UserError):
+    """A user-supplied setting is out of range: ``key=value: allowed``."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}={value!r}: {allowed}")
+        self.key = key
+
+
+class RunInterrupted(Exception):
+    """A run stopped cleanly on a signal; the process should exit with ``exit_code`` (128 + the signal)."""
+
+    def __init__(self, exit_code: int, resume_hint: str) -> None:
+        super().__init__(resume_hint)
+        self.exit_code = exit_code
+
+
+@contextmanager
+def exit_on_error(prog: str) -> Iterator[None]:
+    """For entry points: a UserError exits 2 with one line; an interrupted run exits 128 + its signal."""
+    try:
+        yield
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except RunInterrupted as stop:
+        log.warning("%s", stop)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        log.warning("aborted mid-epoch; the last periodic checkpoint stands")
+        sys.exit(130)

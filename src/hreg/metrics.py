@@ -1,0 +1,80 @@
+"""What a run measures about its model: losses and accuracies, weights, prediction entropy.
+
+Evaluation always runs in eval mode under no_grad (Dropout off, BatchNorm on
+its running statistics), on whole splits, and restores the caller's mode. These
+numbers go into the result file; the TensorBoard hook (monitor.py) draws on them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hreg.data import Split, Splits
+
+EVAL_CHUNK = 20000  # rows per forward pass in evaluation: bounds memory on big splits
+#: A weight counts as "near zero" below this magnitude (what L1 drives weights to).
+NEAR_ZERO = 1e-3
+MAX_ENTROPY = math.log(10)
+#: Validation images on which prediction entropy is measured (a fixed set, the same every time).
+PROBE_SIZE = 10000
+SPLITS = ("train", "val", "test")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits for ``x`` in eval mode (the caller's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(chunk) for chunk in x.split(EVAL_CHUNK)])
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the model on a whole split, in eval mode."""
+    if len(split) == 0:
+        return math.nan, math.nan
+    logits = predict(model, split.x)
+    loss = F.cross_entropy(logits, split.y).item()
+    accuracy = (logits.argmax(dim=1) == split.y).float().mean().item()
+    return loss, accuracy
+
+
+def evaluate_all(model: nn.Module, data: Splits) -> dict[str, float]:
+    """Loss and accuracy on train, val and test: keys like ``val_loss``, ``test_acc``."""
+    metrics = {}
+    for name in SPLITS:
+        metrics[f"{name}_loss"], metrics[f"{name}_acc"] = evaluate(model, getattr(data, name))
+    return metrics
+
+
+def linear_weights(model: nn.Module) -> torch.Tensor:
+    """All Linear weights of the model as one flat tensor (biases excluded)."""
+    return torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, nn.Linear)])
+
+
+def weight_stats(model: nn.Module) -> dict[str, float]:
+    """Share of near-zero weights, L1 norm and L2 norm over all Linear weights."""
+    w = linear_weights(model)
+    return {
+        "near_zero_share": (w.abs() < NEAR_ZERO).float().mean().item(),
+        "l1_norm": w.abs().sum().item(),
+        "l2_norm": w.norm().item(),
+    }
+
+
+def prediction_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the predicted class distribution, per example, in eval mode."""
+    log_p = torch.log_softmax(predict(model, x), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def probe_set(data: Splits) -> Split:
+    """The fixed set on which entropies are measured: the first PROBE_SIZE validation images."""
+    source = data.val if len(data.val) else data.test
+    return Split(source.x[:PROBE_SIZE], source.y[:PROBE_SIZE])

@@ -1,0 +1,165 @@
+"""``OptunaSearch``: the Hydra callback that turns ``-m hydra/sweeper=optuna`` into hreg's search.
+
+The plugin asks trials, launches one job per trial and tells the job's return
+value. Around it, without replacing it, this callback:
+
+* applies hreg's defaults: Hydra refuses a YAML ``hydra/sweeper/optuna.yaml``
+  beside the plugin's structured config of the same name, so the callback adds
+  the hydra overrides the user did not give (search space hook, direction,
+  study name, sweep directory, database, and hreg's subclass of the sweeper);
+* validates everything a sweep needs before any trial runs (the base config,
+  the search space, the pruner), each mistake as one line;
+* holds the sweep directory (one sweep per study at a time) and resumes its
+  study: trials a crash left running are failed, only the missing ones are asked;
+* fails a job that returned NaN (a diverged run) instead of letting the plugin
+  crash on telling it;
+* writes the trial summary at the end (summary.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hreg import rundir
+from hreg.config import validate
+from hreg.errors import exit_on_error
+from hreg.result import OBJECTIVES, Status
+from hreg.search.space import check_conditional_sweeps, check_space
+from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SearchError, database_url, is_optuna, storage_url
+from hreg.search.trial import build_pruner
+
+log = logging.getLogger("hreg")
+
+
+class NonFiniteObjective(RuntimeError):
+    """A job returned NaN or infinity: its trial fails (the plugin itself would crash on telling NaN)."""
+
+
+def _given(overrides: list[str]) -> set[str]:
+    """Keys set on the command line (``+key=v``, ``~key`` included)."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def _check_pruner(config: DictConfig) -> None:
+    try:
+        build_pruner(config.search)
+    except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        target = OmegaConf.select(config, "search.pruner._target_", default=None)
+        raise SearchError(f"search.pruner (_target_={target}): cannot be built: {cause}") from None
+
+
+class OptunaSearch(Callback):
+    """Turns ``-m hydra/sweeper=optuna`` into hreg's search, resumes its study, and summarises it."""
+
+    def __init__(self, study_name: str, n_trials: int, n_jobs: int, max_failure_rate: float, root: str) -> None:
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.root = root
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_optuna(config.hydra):
+            return
+        with exit_on_error("hreg"):
+            validate(config)  # before the defaults below read config.objective
+            check_space(config.search.space)
+            _check_pruner(config)
+            with read_write(config), open_dict(config):
+                self._apply_defaults(config)
+                check_conditional_sweeps(config)
+                rundir.acquire(Path(config.hydra.sweep.dir))  # before _resume: it fails trials left running
+                self._resume(config)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """In the job's process: a NaN objective (a run that diverged) becomes a failed job."""
+        if not is_optuna(config.hydra) or job_return.status != JobStatus.COMPLETED:
+            return
+        value = job_return.return_value
+        if isinstance(value, float) and not math.isfinite(value):
+            job_return.status = JobStatus.FAILED
+            job_return.return_value = NonFiniteObjective(f"objective {value}: the run ended without a finite value")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_optuna(config.hydra):
+            return
+        import optuna
+
+        from hreg.search.summary import write_summary
+
+        sweeper = config.hydra.sweeper
+        study = optuna.load_study(sweeper.study_name, storage=storage_url(sweeper.storage))
+        for path in write_summary(study, Path(config.hydra.sweep.dir)):
+            log.info("optuna: wrote %s", path)
+        rundir.release(Path(config.hydra.sweep.dir))
+
+    def _apply_defaults(self, config: DictConfig) -> None:
+        """Add the hydra overrides the user did not give; jobs are composed with them too."""
+        overrides = config.hydra.overrides.hydra
+        given = _given(list(overrides))
+
+        def default(key: str, value: Any) -> None:
+            if key not in given:
+                overrides.append(f"{key}={value}")
+                OmegaConf.update(config, key, value)
+
+        direction = OBJECTIVES[config.objective]
+        if "hydra.sweeper.direction" in given and str(config.hydra.sweeper.direction) != direction:
+            raise SearchError(
+                f"hydra.sweeper.direction={config.hydra.sweeper.direction}: objective={config.objective} "
+                f"must be {direction}d (leave hydra.sweeper.direction out)"
+            )
+        default("hydra.sweeper._target_", HREG_SWEEPER)
+        default("hydra.sweeper.direction", direction)
+        default("hydra.sweeper.custom_search_space", "hreg.search.space.suggest")
+        default("hydra.sweeper.study_name", self.study_name)
+        default("hydra.sweeper.n_trials", self.n_trials)
+        default("hydra.sweeper.n_jobs", self.n_jobs)
+        default("hydra.sweeper.max_failure_rate", self.max_failure_rate)
+        default("hydra.sweep.dir", str(Path(self.root, config.hydra.sweeper.study_name)))
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # trial dirs of a rerun never collide
+        default("hydra.sweep.subdir", f"{stamp}_${{hydra.job.num}}")
+        default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
+        if config.hydra.sweeper.storage is None:
+            raise SearchError("hydra.sweeper.storage=null: the search needs a database (for pruning and resume)")
+        if not isinstance(config.hydra.sweeper.n_trials, int) or config.hydra.sweeper.n_trials < 0:
+            raise SearchError(f"hydra.sweeper.n_trials={config.hydra.sweeper.n_trials!r}: must be an integer >= 0")
+        if not isinstance(config.hydra.sweeper.n_jobs, int) or config.hydra.sweeper.n_jobs < 1:
+            raise SearchError(f"hydra.sweeper.n_jobs={config.hydra.sweeper.n_jobs!r}: must be an integer >= 1")
+
+    def _resume(self, config: DictConfig) -> None:
+        """Fail the trials a crash left running; ask only for the trials still missing."""
+        import optuna
+        from optuna.trial import Trial, TrialState
+
+        sweeper = config.hydra.sweeper
+        url = storage_url(sweeper.storage)
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        try:
+            study = optuna.create_study(
+                study_name=sweeper.study_name, storage=url, direction=str(sweeper.direction), load_if_exists=True
+            )
+        except Exception as error:  # a database that cannot be reached or opened
+            raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            Trial(study, trial._trial_id).set_system_attr(STATUS_ATTR, Status.LOST.value)
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning("optuna: trial %d was left running by an earlier sweep; marked failed", trial.number)
+        done = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get(STATUS_ATTR) != Status.LOST.value]
+        remaining = max(0, sweeper.n_trials - len(done))
+        log.info(
+            "optuna: study %s in %s: %d trials done, %d to run (n_trials=%d)",
+            sweeper.study_name, url, len(done), remaining, sweeper.n_trials,
+        )
+        sweeper.n_trials = remaining
+        sweeper.storage = {"_target_": "hreg.search.storage.SweepStorage", "url": url}
+

@@ -1,0 +1,105 @@
+"""The job's side of a search: find its trial in the study database, report to it, stop when pruned.
+
+The plugin asks a trial, launches a job with the trial's overrides and tells
+the job's return value. A job cannot finish its own trial (the plugin's later
+tell would raise), so the job reports each evaluation, records its run's status
+and final metrics on the trial, and lets the study storage (storage.py) turn
+the plugin's tell into PRUNED for a pruned run. A diverged run returns NaN and
+its job fails (callback.py), so its trial fails.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from hreg.hooks import EpochStats, Hook, RunContext, StopRun
+from hreg.result import Status
+from hreg.search.study import EPOCHS_ATTR, FINAL_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, storage_url
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+# optuna is imported where it is used: single runs never pay for it.
+
+
+class Pruned(StopRun):
+    status = Status.PRUNED
+
+
+def build_pruner(search: DictConfig):
+    """``search.pruner`` instantiated (no pruning when null)."""
+    import optuna
+
+    return instantiate(search.pruner) if search.pruner else optuna.pruners.NopPruner()
+
+
+class TrialReporter(Hook):
+    """Reports each evaluation to the job's Optuna trial and stops the run when the pruner says so."""
+
+    def __init__(self, trial: Trial, objective: str) -> None:
+        self.trial = trial
+        self.objective = objective
+
+    @classmethod
+    def connect(cls, ctx: RunContext) -> TrialReporter | None:
+        """Reconnect to the sweep's study and claim the running trial launched with this job's overrides."""
+        import optuna
+        from optuna.trial import Trial, TrialState
+
+        hydra = ctx.hydra
+        sweeper = hydra.sweeper
+        pruner = build_pruner(ctx.cfg.search)
+        study = optuna.load_study(sweeper.study_name, storage=storage_url(sweeper.storage), pruner=pruner)
+        overrides = sorted(hydra.overrides.task)
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            attrs = frozen.system_attrs
+            if attrs.get(OVERRIDES_ATTR) == overrides and RUN_DIR_ATTR not in attrs:
+                trial = Trial(study, frozen._trial_id)
+                trial.set_system_attr(RUN_DIR_ATTR, hydra.runtime.output_dir)
+                ctx.log.info("optuna: trial %d of study %s (pruner %s)", trial.number, study.study_name, type(pruner).__name__)
+                return cls(trial, ctx.cfg.objective)
+        ctx.log.warning("optuna: no running trial of study %s matches this job; it reports nothing", study.study_name)
+        return None
+
+    def on_start(self, ctx: RunContext, first_epoch: int) -> None:
+        ctx.result.set_extra("optuna_trial", self.trial.number)
+
+    def on_epoch_end(
+        self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
+    ) -> None:
+        if metrics is None or not math.isfinite(metrics[self.objective]):
+            return
+        self.trial.report(metrics[self.objective], epoch)
+        if self.trial.should_prune():
+            raise Pruned(
+                f"trial {self.trial.number}: {self.objective} {metrics[self.objective]:.4f} at epoch {epoch} "
+                f"is worse than the pruner ({type(self.trial.study.pruner).__name__}) allows"
+            )
+
+    def on_end(self, ctx: RunContext) -> None:
+        result = ctx.result
+        final = result.final or {}
+        self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
+        self.trial.set_system_attr(EPOCHS_ATTR, result.epochs_completed)
+        self.trial.set_system_attr(STATUS_ATTR, result.status.value)
+        if result.status == Status.INTERRUPTED:
+            ctx.log.warning(
+                "optuna: the same sweep command resumes study %s; trial %d will be run again",
+                self.trial.study.study_name, self.trial.number,
+            )
+
+
+def trial_hooks(ctx: RunContext) -> list[Hook]:
+    """The reporter hook when this run is a job of an Optuna sweep with a database; else nothing."""
+    hydra = ctx.hydra
+    if hydra is None or hydra.mode != RunMode.MULTIRUN or not is_optuna(hydra):
+        return []
+    if storage_url(hydra.sweeper.storage) is None:
+        return []
+    reporter = TrialReporter.connect(ctx)
+    return [reporter] if reporter else []
