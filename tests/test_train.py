@@ -53,6 +53,13 @@ BAD_INPUTS = [
     ("augment=noise", "augment.noise_sigma=-1", "augment.noise_sigma=-1", ">= 0"),
     ("objective=test_acc", None, "objective='test_acc'", "val_acc, val_loss"),
     ("monitor.histograms=1", None, "monitor.histograms=1", ">= 2"),
+    # Values that used to pass validation and crash later:
+    ("seed=-1", None, "seed=-1", ">= 0"),
+    ("data.seed=-3", None, "data.seed=-3", ">= 0"),
+    ("data.train_fraction=1e-6", None, "data.train_fraction=1e-06", "at least one training image"),
+    ("model.hidden=[]", None, "model.hidden=[]", "non-empty"),
+    ("model/norm=batchnorm", "data.batch_size=1", "data.batch_size=1", "BatchNorm cannot train on a batch of one"),
+    ("model/norm=batchnorm", "data.train_fraction=1e-5", "data.batch_size=300", "BatchNorm cannot train on a batch of one"),
 ]
 
 

@@ -83,9 +83,20 @@ def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
     }
 
 
+def load_model(model: torch.nn.Module, state: dict[str, Any], run_dir: Path) -> None:
+    """The checkpoint's weights into ``model``; CheckpointError when they belong to another architecture."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the checkpoint does not fit the model of {run_dir}/.hydra/config.yaml "
+            f"({str(error).strip().splitlines()[-1].strip()}); was the config changed?"
+        ) from None
+
+
 def restore(ctx: RunContext, state: dict[str, Any]) -> int:
     """Put a run back in ``state`` (model, optimizer, random numbers, record); returns the first epoch to train."""
-    ctx.model.load_state_dict(state["model"])
+    load_model(ctx.model, state, ctx.run_dir)
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.result = RunResult.from_dict(state["result"], "checkpoint")
     restore_rng_states(state["rng"])

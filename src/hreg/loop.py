@@ -59,6 +59,17 @@ def is_eval_epoch(epoch: int, epochs: int, every: int) -> bool:
     return epoch == 1 or epoch == epochs or epoch % every == 0
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch over ``n`` shuffled images.
+
+    A last batch of a single image is skipped (BatchNorm cannot train on one
+    image, and one image is no batch); with a fresh order every epoch, each
+    image is still seen. Batches of one throughout (``batch_size=1``) stay.
+    """
+    stop = n - 1 if n % batch_size == 1 and n > batch_size else n
+    return [(start, min(start + batch_size, stop)) for start in range(0, stop, batch_size)]
+
+
 def train_epoch(
     model: nn.Module,
     train: Split,
@@ -72,9 +83,9 @@ def train_epoch(
     order = torch.randperm(len(train), device=train.y.device)
     data_sum = train.x.new_zeros(())
     penalty_sum = train.x.new_zeros(())
-    batches = 0
-    for start in range(0, len(train), batch_size):
-        index = order[start : start + batch_size]
+    bounds = batch_bounds(len(train), batch_size)
+    for start, stop in bounds:
+        index = order[start:stop]
         x, y = train.x[index], train.y[index]
         if augment is not None:
             x = augment(x)
@@ -85,8 +96,7 @@ def train_epoch(
         optimizer.step()
         data_sum += data_loss.detach()
         penalty_sum += penalty_term.detach()
-        batches += 1
-    return EpochStats(data_sum.item() / batches, penalty_sum.item() / batches)
+    return EpochStats(data_sum.item() / len(bounds), penalty_sum.item() / len(bounds))
 
 
 # --- the bookkeeping every engine does for each run ------------------------------------------

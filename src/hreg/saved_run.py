@@ -19,23 +19,30 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hreg import checkpoint
 from hreg.atomic import write_atomic
-from hreg.build import build_context
+from hreg.build import build_context, build_model
 from hreg.config import validate
 from hreg.device import NAMES as DEVICES
 from hreg.errors import UserError, exit_on_error
 from hreg.metrics import evaluate_all
 from hreg.result import RESULT_FILE, RunResult
 from hreg.run import run
+from hreg.rundir import RunDirLock
 
 log = logging.getLogger("hreg")
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, so one log reads as one
+
+
+#: What a run's .hydra/config.yaml holds at the top level (train.py writes all of them).
+RUN_CONFIG_KEYS = ("data", "model", "regularizer", "augment", "optimizer", "device", "epochs", "eval_every",
+                   "seed", "objective", "checkpoint", "early_stopping")
 
 
 class RunDirError(UserError):
@@ -51,8 +58,9 @@ def load_run_config(run_dir: Path, device: str | None) -> DictConfig:
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunDirError(f"{config_file} is damaged ({first_line})") from None
-    if not isinstance(cfg, DictConfig) or "epochs" not in cfg or "model" not in cfg:
-        raise RunDirError(f"{config_file} is not an hreg run's config")
+    missing = [key for key in RUN_CONFIG_KEYS if not isinstance(cfg, DictConfig) or key not in cfg]
+    if missing:
+        raise RunDirError(f"{config_file} is not a whole hreg run config (no {', '.join(missing)})")
     if device:
         cfg.device.name = device
     return cfg
@@ -77,12 +85,16 @@ def resume(run_dir: Path, device: str | None = None) -> str | None:
     """Continue the run in ``run_dir``; returns why not, when it has ended already."""
     cfg = load_run_config(run_dir, device)
     validate(cfg)
-    if (run_dir / RESULT_FILE).exists():
-        status = RunResult.load(run_dir).status
-        if not status.resumable:
-            return f"{run_dir} has ended ({status}); nothing to resume"
-    _setup_logging(run_dir)
-    run(cfg, run_dir, resume=True)
+    with RunDirLock(run_dir):  # before anything is read for resuming: another process may be writing it
+        if (run_dir / RESULT_FILE).exists():
+            status = RunResult.load(run_dir).status
+            if not status.resumable:
+                return f"{run_dir} has ended ({status}); nothing to resume"
+        # The checkpoint must load into the config's model before anything is written into the directory.
+        state = checkpoint.load(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST)
+        checkpoint.load_model(build_model(cfg, torch.device("cpu")), state, run_dir)
+        _setup_logging(run_dir)
+        run(cfg, run_dir, resume=True)
     return None
 
 
@@ -101,10 +113,7 @@ def evaluate(run_dir: Path, which: str, device: str | None = None) -> dict[str, 
     validate(cfg)
     ctx = build_context(cfg, run_dir)
     state = checkpoint.load(checkpoint.checkpoint_dir(run_dir) / f"{which}.pt", ctx.device)
-    try:
-        ctx.model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as error:
-        raise RunDirError(f"{which}.pt does not fit the model of {run_dir}/.hydra/config.yaml ({str(error).splitlines()[0]})") from None
+    checkpoint.load_model(ctx.model, state, run_dir)
     metrics = {"checkpoint": which, "epoch": state["epoch"], **evaluate_all(ctx.model, ctx.data)}
     write_atomic(run_dir / f"eval_{which}.json", json.dumps(metrics, indent=2).encode())
     return metrics

@@ -49,12 +49,20 @@ def _given(overrides: list[str]) -> set[str]:
 
 
 def _check_pruner(config: DictConfig) -> None:
+    """Build ``search.pruner`` once, before any trial: a mistake there would otherwise fail every job."""
+    import optuna
+
+    pruner_cfg = config.search.pruner
+    if pruner_cfg is not None and not (isinstance(pruner_cfg, DictConfig) and "_target_" in pruner_cfg):
+        raise SearchError(f"search.pruner={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")
+    target = OmegaConf.select(config, "search.pruner._target_", default=None)
     try:
-        build_pruner(config.search)
+        pruner = build_pruner(config.search)
     except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        target = OmegaConf.select(config, "search.pruner._target_", default=None)
         raise SearchError(f"search.pruner (_target_={target}): cannot be built: {cause}") from None
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise SearchError(f"search.pruner (_target_={target}): not an optuna pruner")
 
 
 class OptunaSearch(Callback):
