@@ -1,18 +1,32 @@
-"""The `augment` config group: data augmentation of training batches.
+"""The `augment` config group: random transforms of training batches, on the device.
 
-Transforms come from torchvision.transforms.v2 and run on whole batches on the
-device, so augmentation adds no per-sample Python work. A consequence worth
-knowing: v2.RandomAffine draws ONE angle/shift/zoom per call, so all images of
-a batch share it (a fresh draw every batch, 10 per epoch by default); Gaussian
-noise is drawn per pixel. Evaluation data is never augmented: the loop only
-calls the augmentation on training batches.
+- Affine: a rotation (+-``degrees``), a shift (+-``translate`` of the side) and a
+  zoom (``scale`` range), drawn for every image (``per_image: true``, the
+  default) or once per batch (``per_image: false``, shared by its images).
+  Areas moved into view are black.
+- Elastic distortion (Simard, Steinkraus and Platt, 2003): a random displacement
+  field per image, uniform in [-1, 1] per pixel, smoothed by a Gaussian of
+  ``elastic_sigma`` pixels and scaled by ``elastic_alpha`` pixels.
+- Gaussian noise of ``noise_sigma`` on every pixel (in units of the normalised
+  input, whose std is 1).
+
+The geometric transforms are one sampling grid per image (``affine_grid``, plus
+the elastic field) and one bilinear ``grid_sample`` for the whole batch, so
+nothing loops over images. The transform works on a stack of members, images
+shaped (members, batch, 1, 28, 28), each member with its own strengths: the
+stacked launcher augments every run of a stack in one call, and a single run is
+a stack of one. Evaluation data is never augmented: only the training loop
+calls it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from hreg.data import BACKGROUND
 
@@ -20,34 +34,153 @@ from hreg.data import BACKGROUND
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-def build_augment(
-    noise_sigma: float = 0.0,
-    degrees: float = 0.0,
-    translate: float = 0.0,
-    scale: Sequence[float] = (1.0, 1.0),
-) -> Augment | None:
-    """A batch transform, or None when nothing is switched on.
+@dataclass(frozen=True)
+class AugmentSettings:
+    """One run's augmentation, as its config gives it."""
 
-    ``noise_sigma`` is in units of the normalised input (its std is 1);
-    ``degrees`` is the largest rotation either way; ``translate`` the largest
-    shift as a fraction of the image side; ``scale`` the zoom range. Areas moved
-    into view are filled with the background (a black pixel).
+    noise_sigma: float = 0.0
+    degrees: float = 0.0
+    translate: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    per_image: bool = True
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
+
+    def __post_init__(self) -> None:  # plain numbers, whatever the config gave (ints, ListConfig)
+        for name in ("noise_sigma", "degrees", "translate", "elastic_alpha", "elastic_sigma"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "scale", (float(self.scale[0]), float(self.scale[1])))
+        object.__setattr__(self, "per_image", bool(self.per_image))
+
+    @property
+    def affine(self) -> bool:
+        return self.degrees > 0 or self.translate > 0 or tuple(self.scale) != (1.0, 1.0)
+
+    @property
+    def elastic(self) -> bool:
+        return self.elastic_alpha > 0
+
+    @property
+    def active(self) -> bool:
+        return self.affine or self.elastic or self.noise_sigma > 0
+
+
+def _gaussian_kernels(sigmas: torch.Tensor) -> torch.Tensor:
+    """One normalised 1-D Gaussian per sigma (pixels), zero-padded to the widest: (len(sigmas), width)."""
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=sigmas.dtype, device=sigmas.device)
+    kernels = torch.exp(-0.5 * (offsets[None, :] / sigmas[:, None].clamp_min(1e-3)) ** 2)
+    return kernels / kernels.sum(dim=1, keepdim=True)
+
+
+class BatchAugment:
+    """Random transforms of (members, batch, 1, H, W) images, each member with its own settings.
+
+    Called on (batch, 1, H, W) images, it augments them as a stack of one.
     """
-    geometric = degrees > 0 or translate > 0 or tuple(scale) != (1.0, 1.0)
-    if not geometric and noise_sigma <= 0:
-        return None
-    from torchvision.transforms import v2  # only runs that augment pay for importing torchvision
 
-    transforms: list[v2.Transform] = []
-    if geometric:
-        transforms.append(
-            v2.RandomAffine(
-                degrees=degrees,
-                translate=(translate, translate) if translate > 0 else None,
-                scale=tuple(scale),
-                fill=BACKGROUND,
-            )
-        )
-    if noise_sigma > 0:
-        transforms.append(v2.GaussianNoise(sigma=noise_sigma, clip=False))
-    return v2.Compose(transforms)
+    def __init__(self, settings: Sequence[AugmentSettings]) -> None:
+        self.settings = list(settings)
+        self._on: torch.device | None = None
+
+    def __len__(self) -> int:
+        return len(self.settings)
+
+    def keep(self, members: Sequence[int]) -> BatchAugment:
+        """The same transform for a subset of the members (a stack that lost some)."""
+        return BatchAugment([self.settings[i] for i in members])
+
+    def _tensors(self, device: torch.device) -> None:
+        """Per-member strengths as tensors on ``device`` (made once), for the members each transform touches."""
+        if self._on == device:
+            return
+        s = self.settings
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        def members(test: Callable[[AugmentSettings], bool]) -> list[int]:
+            return [i for i, x in enumerate(s) if test(x)]
+
+        self.moved = members(lambda x: x.affine or x.elastic)  # the members whose images are resampled
+        self.moved_index = torch.tensor(self.moved, dtype=torch.long, device=device)
+        moved = [s[i] for i in self.moved]
+        self.radians = column([math.radians(x.degrees) for x in moved])
+        self.shift = column([2 * x.translate for x in moved])  # the side is 2 in grid coordinates
+        self.zoom_low = column([x.scale[0] for x in moved])
+        self.zoom_span = column([x.scale[1] - x.scale[0] for x in moved])
+        self.per_image = torch.tensor([x.per_image for x in moved], device=device)
+        self.alpha = column([x.elastic_alpha for x in moved])
+        # Per distinct elastic sigma: its Gaussian and the moved members that use it.
+        sigmas = sorted({x.elastic_sigma for x in moved if x.elastic})
+        self.smoothing = [
+            (_gaussian_kernels(column([sigma]))[0],
+             torch.tensor([i for i, x in enumerate(moved) if x.elastic and x.elastic_sigma == sigma], device=device))
+            for sigma in sigmas
+        ]
+        self.noise = column([x.noise_sigma for x in s])
+        self.any_noise = any(x.noise_sigma > 0 for x in s)
+        self._on = device
+
+    def _draw(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """Uniform draws in [0, 1), one set per image; a per-batch member's images share its first image's."""
+        u = torch.rand(shape, device=device)
+        keep_own = self.per_image.view(-1, *([1] * (len(shape) - 1)))
+        return torch.where(keep_own, u, u[:, :1].expand_as(u))
+
+    def _grid(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Sampling grids (k, b, h, w, 2) of the moved members: where each output pixel reads from.
+
+        A random rotation, shift and zoom (output pixel p reads input pixel R(-angle) (p - shift) / zoom,
+        the inverse of zoom, rotate, shift), plus the elastic displacement where it is on. In
+        ``affine_grid``'s coordinates (align_corners=False), written out elementwise: on a CPU that is
+        far faster than its batched matrix product of 3 x 2 matrices.
+        """
+        u = self._draw((k, b, 5), device)
+        angle = (2 * u[..., 0] - 1) * self.radians[:, None]
+        shift_x, shift_y = ((2 * u[..., 1:3] - 1) * self.shift[:, None, None]).unbind(-1)
+        zoom = self.zoom_low[:, None] + u[..., 3] * self.zoom_span[:, None]
+        cos, sin = (torch.cos(angle) / zoom)[..., None, None], (torch.sin(angle) / zoom)[..., None, None]
+        xs = (torch.arange(w, device=device) * 2 + 1) / w - 1
+        ys = ((torch.arange(h, device=device) * 2 + 1) / h - 1)[:, None]
+        dx, dy = xs - shift_x[..., None, None], ys - shift_y[..., None, None]
+        grid = torch.stack([cos * dx + sin * dy, cos * dy - sin * dx], dim=-1)
+        if self.smoothing:
+            grid = grid + self._elastic_field(k, b, h, w, device)
+        return grid
+
+    def _elastic_field(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Displacements (k, b, h, w, 2) in grid units: uniform noise smoothed per member's sigma, times alpha."""
+        field = 2 * self._draw((k, b, 2, h, w), device) - 1
+        smooth = torch.zeros_like(field)
+        for kernel, members in self.smoothing:
+            width = kernel.numel()
+            part = field.index_select(0, members).reshape(-1, 1, h, w)
+            part = F.conv2d(part, kernel.view(1, 1, width, 1), padding=(width // 2, 0))
+            part = F.conv2d(part, kernel.view(1, 1, 1, width), padding=(0, width // 2))
+            smooth = smooth.index_copy(0, members, part.view(len(members), b, 2, h, w))
+        pixels = self.alpha.view(k, 1, 1, 1, 1) * smooth  # displacement in pixels; the grid's side is 2
+        return torch.stack([pixels[:, :, 0] * (2 / w), pixels[:, :, 1] * (2 / h)], dim=-1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        single = x.dim() == 4
+        if single:
+            x = x.unsqueeze(0)
+        self._tensors(x.device)
+        if self.moved:
+            k, b, c, h, w = len(self.moved), *x.shape[1:]
+            grid = self._grid(k, b, h, w, x.device)
+            # Sampled around the background, so that what comes into view is black.
+            source = x.index_select(0, self.moved_index) - BACKGROUND
+            moved = F.grid_sample(source.view(k * b, c, h, w), grid.view(k * b, h, w, 2),
+                                  mode="bilinear", padding_mode="zeros", align_corners=False)
+            x = x.index_copy(0, self.moved_index, moved.view(k, b, c, h, w) + BACKGROUND)
+        if self.any_noise:
+            x = x + self.noise.view(-1, 1, 1, 1, 1) * torch.randn_like(x)
+        return x[0] if single else x
+
+
+def build_augment(**settings: float | bool | Sequence[float]) -> BatchAugment | None:
+    """The run's batch transform from the group's keys (AugmentSettings' fields), or None when nothing is on."""
+    augment = AugmentSettings(**settings)
+    return BatchAugment([augment]) if augment.active else None

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hreg import checkpoint
 from hreg.checkpoint import CheckpointHook
-from hreg.data import build_data
+from hreg.data import Splits, build_data
 from hreg.device import build_device
 from hreg.hooks import Hook, RunContext
 from hreg.optimizer import build_optimizer
@@ -37,15 +37,23 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
 
 
 def build_context(
-    cfg: DictConfig, run_dir: Path, log: logging.Logger | None = None, hydra: DictConfig | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    log: logging.Logger | None = None,
+    hydra: DictConfig | None = None,
+    data: Splits | None = None,
 ) -> RunContext:
-    """Every builder, in the order that reports a user's mistake before any slow work."""
+    """Every builder, in the order that reports a user's mistake before any slow work.
+
+    ``data``: splits already on the device (runs of one stack with the same ``data`` config share them).
+    """
     device = build_device(cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     penalty = instantiate(cfg.regularizer)
     augment = instantiate(cfg.augment)
     model = build_model(cfg, device)
     optimizer = build_optimizer(cfg.optimizer, model)
-    data = build_data(cfg.data, device)
+    data = data if data is not None else build_data(cfg.data, device)
     ctx = RunContext(cfg, run_dir, device, model, optimizer, penalty, augment, data, new_result(cfg, device), hydra=hydra)
     if log is not None:
         ctx.log = log

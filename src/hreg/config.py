@@ -68,6 +68,9 @@ RULES = [
     Rule("augment.noise_sigma", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
     Rule("augment.degrees", "a number in [0, 180]", lambda v: _number(v) and 0 <= v <= 180, optional=True),
     Rule("augment.translate", "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1, optional=True),
+    Rule("augment.elastic_alpha", "a number >= 0 (pixels)", lambda v: _number(v) and v >= 0, optional=True),
+    Rule("augment.elastic_sigma", "a number in (0, 10] (pixels)", lambda v: _number(v) and 0 < v <= 10, optional=True),
+    Rule("augment.per_image", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule(
         "augment.scale",
         "a pair [min, max] with 0 < min <= max",
@@ -79,6 +82,7 @@ RULES = [
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
     Rule("device.name", *_one_of(DEVICES)),
+    Rule("train.cuda_graph", "one of auto, true, false", lambda v: v in ("auto", True, False)),
 ]
 
 

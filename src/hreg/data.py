@@ -10,6 +10,7 @@ what makes a 1000-epoch run take seconds rather than minutes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,12 @@ def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)))
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST through datamaestro, after checking the files' MD5s (never trains on bad data)."""
+    """MNIST through datamaestro, after checking the files' MD5s (never trains on bad data).
+
+    Read once per process: the jobs of a multirun and the runs of a stack share it.
+    """
     mnist.verify()
     from datamaestro import prepare_dataset
 

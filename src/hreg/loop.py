@@ -16,6 +16,8 @@ member), so every run's record and hooks behave the same whatever trained it.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from torch import nn
 
 from hreg.augment import Augment
 from hreg.data import Split
+from hreg.graph import EpochGraph, make_capturable, optimizer_state, why_not_graphed
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.metrics import MAX_ENTROPY, evaluate_all, prediction_entropy, probe_set, weight_stats
 from hreg.progress import Progress
@@ -70,21 +73,21 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, stop)) for start in range(0, stop, batch_size)]
 
 
-def train_epoch(
+def train_batches(
     model: nn.Module,
     train: Split,
+    order: torch.Tensor,
     batch_size: int,
     optimizer: torch.optim.Optimizer,
     penalty: WeightPenalty,
     augment: Augment | None = None,
-) -> EpochStats:
-    """One pass over ``train`` in a fresh random order; one host-device synchronisation, at the end."""
-    model.train()
-    order = torch.randperm(len(train), device=train.y.device)
-    data_sum = train.x.new_zeros(())
-    penalty_sum = train.x.new_zeros(())
-    bounds = batch_bounds(len(train), batch_size)
-    for start, stop in bounds:
+) -> torch.Tensor:
+    """The epoch's batches over ``train`` in ``order``; returns the sums of data loss and penalty, on the device.
+
+    Device work only (no host synchronisation), so that a CUDA graph can hold it.
+    """
+    sums = train.x.new_zeros(2)
+    for start, stop in batch_bounds(len(order), batch_size):
         index = order[start:stop]
         x, y = train.x[index], train.y[index]
         if augment is not None:
@@ -94,9 +97,68 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         (data_loss + penalty_term).backward()
         optimizer.step()
-        data_sum += data_loss.detach()
-        penalty_sum += penalty_term.detach()
-    return EpochStats(data_sum.item() / len(bounds), penalty_sum.item() / len(bounds))
+        sums += torch.stack([data_loss.detach(), penalty_term.detach()])
+    return sums
+
+
+def epoch_stats(sums: torch.Tensor, batches: int) -> list[EpochStats]:
+    """EpochStats from sums (2, runs) or (2,) over an epoch's batches: its one host-device synchronisation."""
+    means = (sums / batches).reshape(2, -1).T.tolist()
+    return [EpochStats(data, penalty) for data, penalty in means]
+
+
+def train_epoch(
+    model: nn.Module,
+    train: Split,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    penalty: WeightPenalty,
+    augment: Augment | None = None,
+) -> EpochStats:
+    """One pass over ``train`` in a fresh random order."""
+    model.train()
+    order = torch.randperm(len(train), device=train.y.device)
+    sums = train_batches(model, train, order, batch_size, optimizer, penalty, augment)
+    return epoch_stats(sums, len(batch_bounds(len(train), batch_size)))[0]
+
+
+def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
+    """The native loop's epoch: replayed as a CUDA graph where ``train.cuda_graph`` and the run allow, else eager."""
+    cfg = ctx.cfg
+    eager = functools.partial(train_epoch, ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer,
+                              ctx.penalty, ctx.augment)
+    if not graph_wanted(cfg.train.cuda_graph, ctx.device, ctx.optimizer, ctx.log):
+        return eager
+    make_capturable(ctx.optimizer)
+    train, batches = ctx.data.train, len(batch_bounds(len(ctx.data.train), cfg.data.batch_size))
+    graph: EpochGraph | None = None
+
+    def run(order: torch.Tensor) -> torch.Tensor:
+        return train_batches(ctx.model, train, order, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment)
+
+    def graphed() -> EpochStats:
+        nonlocal graph
+        ctx.model.train()
+        order = torch.randperm(len(train), device=train.y.device)
+        if graph is None:
+            graph = EpochGraph(run, order, lambda: [*ctx.model.parameters(), *ctx.model.buffers(),
+                                                     *optimizer_state(ctx.optimizer)])
+        return epoch_stats(graph(order), batches)[0]
+
+    return graphed
+
+
+def graph_wanted(setting: str | bool, device: torch.device, optimizer: torch.optim.Optimizer | None,
+                 log: logging.Logger) -> bool:
+    """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` insists, ``false`` never."""
+    if setting is False:
+        return False
+    reason = why_not_graphed(device, optimizer)
+    if reason is None:
+        return True
+    if setting is True or device.type == "cuda":
+        log.info("train.cuda_graph=%s: %s; the eager loop trains", str(setting).lower(), reason)
+    return False
 
 
 # --- the bookkeeping every engine does for each run ------------------------------------------
@@ -167,14 +229,13 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
         return elapsed_before + time.perf_counter() - started
 
     progress = Progress(cfg.epochs, first_epoch, ctx.log)
+    train_one_epoch = epoch_trainer(ctx)
     status, error = Status.COMPLETED, None
     try:
         with deferred_interrupts() as stop_request:
             begin_run(ctx, hooks, first_epoch)
             for epoch in range(first_epoch, cfg.epochs + 1):
-                stats = train_epoch(
-                    ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment
-                )
+                stats = train_one_epoch()
                 metrics = evaluate_all(ctx.model, ctx.data) if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every) else None
                 end_epoch(ctx, hooks, epoch, stats, metrics, clock())
                 progress.epoch_done(epoch, result.final if metrics else None)

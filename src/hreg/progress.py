@@ -15,6 +15,8 @@ from tqdm import tqdm
 log = logging.getLogger("hreg")
 
 LOG_LINES_PER_RUN = 10
+#: Hydra's format for job logs, so that every log of a run reads as one.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 def _format(metrics: dict[str, float]) -> str:
@@ -43,22 +45,29 @@ class Progress:
             leave=False,
         )
 
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """What the bar shows after an evaluation."""
+        return {
+            "loss": f"{metrics['train_loss']:.3f}/{metrics['val_loss']:.3f}",
+            "acc": f"{metrics['train_acc']:.3f}/{metrics['val_acc']:.3f}",
+        }
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        """What a log line says after an evaluation."""
+        return _format(metrics)
+
     def epoch_done(self, epoch: int, metrics: dict[str, float] | None) -> None:
         """Advance the bar; show ``metrics`` when this epoch was evaluated."""
         self.bar.update(1)
         if metrics is None:
             return
-        self.bar.set_postfix(
-            loss=f"{metrics['train_loss']:.3f}/{metrics['val_loss']:.3f}",
-            acc=f"{metrics['train_acc']:.3f}/{metrics['val_acc']:.3f}",
-            refresh=False,
-        )
+        self.bar.set_postfix(self.postfix(metrics), refresh=False)
         if epoch >= self.next_log or epoch == self.epochs:
             self.next_log = (epoch // self.log_every + 1) * self.log_every
             done = epoch - self.first_epoch + 1
             elapsed = time.perf_counter() - self.started
             eta = elapsed / done * (self.epochs - epoch)
-            self.log.info("epoch %d/%d | %s | eta %.0fs", epoch, self.epochs, _format(metrics), eta)
+            self.log.info("epoch %d/%d | %s | eta %.0fs", epoch, self.epochs, self.describe(metrics), eta)
 
     def close(self) -> None:
         self.bar.close()

@@ -31,13 +31,12 @@ from hreg.config import validate
 from hreg.device import NAMES as DEVICES
 from hreg.errors import UserError, exit_on_error
 from hreg.metrics import evaluate_all
+from hreg.progress import LOG_FORMAT
 from hreg.result import RESULT_FILE, RunResult
 from hreg.run import run
 from hreg.rundir import RunDirLock
 
 log = logging.getLogger("hreg")
-
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, so one log reads as one
 
 
 #: What a run's .hydra/config.yaml holds at the top level (train.py writes all of them).

@@ -24,7 +24,16 @@ class OptunaSweeper(PluginSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return super().sweep(arguments)
-        except ValueError:
+        except ValueError as error:
+            if "dynamic value space" in str(error):  # the study's trials sampled other choices
+                from hreg.errors import exit_on_error
+                from hreg.search.study import SearchError
+
+                with exit_on_error("hreg"):
+                    raise SearchError(
+                        f"study {self.sweeper.study_name} already has trials with other choices for a categorical "
+                        "parameter; keep its choices, or start a new study (hydra.sweeper.study_name=...)"
+                    ) from None
             import optuna
             from optuna.trial import TrialState
 

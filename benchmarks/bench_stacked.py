@@ -1,0 +1,151 @@
+"""Benchmark: what stacked training buys, measured side by side.
+
+Three parts (``--parts``, all by default):
+
+- ``throughput``: model-epochs per second of training (no evaluation, no hooks) of one
+  native run against stacks of K = 1, 4, 8, 24 members, in this one process, repeated
+  alternately; medians. Every member trains the default configuration with its own seed.
+- ``study``: ``train.py -m experiment=compare_regularizers`` (24 jobs) with the stacked
+  launcher and with Hydra's basic launcher, alternately, in fresh processes; medians of
+  the wall time.
+- ``search``: ``train.py -m hydra/sweeper=optuna`` with the stacked launcher
+  (``hydra.sweeper.n_jobs`` trials a batch); wall time, trials completed and pruned.
+
+    .venv/bin/python benchmarks/bench_stacked.py [--parts throughput,study] [--device cpu]
+        [--study-epochs 200] [--repeats 3] [--search-trials 40 --search-epochs 1000 --search-jobs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.conftest's compose_config
+
+
+def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None:
+    import torch
+
+    from hreg.build import build_context
+    from hreg.loop import train_epoch
+    from hreg.stacked.engine import Member, Stack
+    from tests.conftest import compose_config
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    work = Path(tempfile.mkdtemp())
+    base = build_context(compose_config("monitor=none", f"device={device}"), work / "native")
+
+    def native() -> float:
+        train_epoch(base.model, base.data.train, 300, base.optimizer, base.penalty)  # warm-up
+        sync()
+        started = time.perf_counter()
+        for _ in range(epochs):
+            train_epoch(base.model, base.data.train, 300, base.optimizer, base.penalty)
+        sync()
+        return epochs / (time.perf_counter() - started)
+
+    stacks = {}
+    for k in sizes:
+        members = [
+            Member(str(i), build_context(compose_config("monitor=none", f"device={device}", f"seed={i}", "data.seed=0"),
+                                         work / f"{k}-{i}", data=base.data), [])
+            for i in range(k)
+        ]
+        stacks[k] = Stack(members)
+
+    def stacked(k: int) -> float:
+        stacks[k].train_epoch()  # warm-up
+        sync()
+        started = time.perf_counter()
+        for _ in range(epochs):
+            stacks[k].train_epoch()
+        sync()
+        return k * epochs / (time.perf_counter() - started)
+
+    samples: dict[str, list[float]] = {"native run": [], **{f"stack of {k}": [] for k in sizes}}
+    for _ in range(repeats):
+        samples["native run"].append(native())
+        for k in sizes:
+            samples[f"stack of {k}"].append(stacked(k))
+    single = statistics.median(samples["native run"])
+    print(f"\nTraining throughput on {device} ({epochs} epochs a sample, {repeats} samples, medians):\n")
+    print("| trained as | model-epochs/s | vs one native run |\n|---|---|---|")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.1f} | {median / single:.2f}x |")
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def study(device: str, repeats: int, epochs: int) -> None:
+    base = ["-m", "experiment=compare_regularizers", f"epochs={epochs}", f"device={device}"]
+    variants = {"stacked launcher": ["hydra/launcher=stacked"], "basic launcher": []}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for repeat in range(repeats):
+        for name, extra in variants.items():
+            with tempfile.TemporaryDirectory() as work:
+                samples[name].append(timed([*base, *extra], Path(work)))
+            print(f"  {name} #{repeat + 1}: {samples[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    print(f"\n`train.py {' '.join(base)}` (24 jobs), {repeats} alternating runs each, medians:\n")
+    print("| launcher | wall (s) |\n|---|---|")
+    for name, values in samples.items():
+        print(f"| {name} | {statistics.median(values):.1f} |")
+    ratios = [b / s for s, b in zip(*samples.values())]
+    print(f"\nbasic / stacked, median of the paired ratios: {statistics.median(ratios):.2f}x")
+
+
+def search(device: str, trials: int, epochs: int, jobs: int) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from hreg.search.study import database_url
+
+    args = ["-m", "hydra/sweeper=optuna", "hydra/launcher=stacked", f"hydra.sweeper.n_trials={trials}",
+            f"hydra.sweeper.n_jobs={jobs}", f"epochs={epochs}", f"device={device}"]
+    with tempfile.TemporaryDirectory() as work:
+        wall = timed(args, Path(work))
+        study_ = optuna.load_study(study_name="hreg", storage=database_url(Path(work) / "multirun" / "optuna" / "hreg"))
+        states = [t.state for t in study_.trials]
+        best = study_.best_trial
+    print(f"\n`train.py {' '.join(args)}`: {wall:.1f} s wall; {states.count(TrialState.COMPLETE)} completed, "
+          f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed; "
+          f"best val acc {best.value:.4f} ({best.params})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="throughput,study,search")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default="1,4,8,24", help="stack sizes for the throughput part")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs a throughput sample")
+    parser.add_argument("--study-epochs", type=int, default=200)
+    parser.add_argument("--search-trials", type=int, default=40)
+    parser.add_argument("--search-epochs", type=int, default=1000)
+    parser.add_argument("--search-jobs", type=int, default=20)
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    if "throughput" in parts:
+        throughput(args.device, args.repeats, [int(k) for k in args.sizes.split(",")], args.epochs)
+    if "study" in parts:
+        study(args.device, args.repeats, args.study_epochs)
+    if "search" in parts:
+        search(args.device, args.search_trials, args.search_epochs, args.search_jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The stacked engine: many runs trained at once as one batched model.
+
+Every member is an ordinary run: ``build.build_context`` builds its model
+(initialised from its own seed, so exactly as the native loop would), its
+optimizer, penalty, augmentation and split; ``build.build_hooks`` its hooks;
+and ``loop.begin_run`` / ``end_epoch`` / ``end_run`` keep its record, as for a
+native run. Only the arithmetic is shared: the members' weights are stacked
+(``StackedMLP``), an epoch trains all of them batch by batch, and an evaluation
+runs all of them over the splits. A member's ``ctx.model`` is a copy that is
+refreshed when a hook needs it (``Hook.needs_model``) and at its end.
+
+Random draws: initialisation and the split come from the member's own seeds.
+The draws during training (batch order, dropout masks, augmentation) come from
+one generator for the whole stack, seeded with its first member's seed; a
+member's draws are its own rows of each draw, so its trajectory depends on its
+stack-mates the way a change of seed would, and the same sweep rerun gives the
+same metrics on the CPU.
+
+A member that diverges, is pruned or stops early ends there, and the stack
+goes on without it (its rows are dropped: it costs nothing more).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from hreg.augment import AugmentSettings, BatchAugment
+from hreg.data import Splits
+from hreg.hooks import EpochStats, Hook, RunContext, StopRun
+from hreg.graph import EpochGraph
+from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
+from hreg.metrics import SPLITS
+from hreg.progress import Progress
+from hreg.result import Status
+from hreg.stacked.model import StackedMLP
+from hreg.stacked.optim import StackedOptimizer
+from hreg.stopping import Interrupted, deferred_interrupts
+
+log = logging.getLogger("hreg")
+
+#: Images per evaluation pass of a stack: small enough that every member's activations stay in a CPU's
+#: cache (measured here: 2048 rows evaluate 1.3x faster per member than the native loop; 20000 rows, 0.8x).
+STACK_EVAL_CHUNK = 2048
+
+
+@dataclass
+class Member:
+    """One run of a stack: its context and hooks, and its own log lines (in its own train.log)."""
+
+    name: str
+    ctx: RunContext
+    hooks: list[Hook]
+    progress: Progress = field(init=False)
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(self.ctx.cfg.epochs, 1, self.ctx.log, bar=False)
+
+
+class Stack:
+    """The members still training, as stacked tensors; positions in the stack follow ``self.members``."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = list(members)
+        ctxs = [m.ctx for m in members]
+        cfg = ctxs[0].cfg
+        self.device = ctxs[0].device
+        self.batch_size = cfg.data.batch_size
+        self.model = StackedMLP([c.model for c in ctxs], [c.cfg.model.dropout for c in ctxs])
+        self.optimizer = StackedOptimizer([c.cfg.optimizer for c in ctxs], self.model.parameters())
+        settings = [AugmentSettings(**{k: v for k, v in c.cfg.augment.items() if not k.startswith("_")}) for c in ctxs]
+        self.augment = BatchAugment(settings) if any(s.active for s in settings) else None
+        self.lam_l1 = self._column([c.penalty.lam if c.penalty.active and c.penalty.kind == "l1" else 0.0 for c in ctxs])
+        self.lam_l2 = self._column([c.penalty.lam if c.penalty.active and c.penalty.kind == "l2" else 0.0 for c in ctxs])
+        self._penalties()
+        self.graphed = graph_wanted(cfg.train.cuda_graph, self.device, None, log)
+        self.graph: EpochGraph | None = None  # captured at the first epoch, again after members leave
+        # The distinct splits (one per data.seed), their training images side by side for gathering batches.
+        self.splits: list[Splits] = []
+        for ctx in ctxs:
+            if not any(ctx.data is s for s in self.splits):
+                self.splits.append(ctx.data)
+        self.split_of = torch.tensor([next(i for i, s in enumerate(self.splits) if c.data is s) for c in ctxs],
+                                     device=self.device)
+        # Training images of every split, one row each: a member's batch is rows split * n + its indices.
+        self.train_x = torch.cat([s.train.x.flatten(1) for s in self.splits])
+        self.train_y = torch.cat([s.train.y for s in self.splits])
+        self.train_size = len(self.splits[0].train)
+        self.image_shape = tuple(self.splits[0].train.x.shape[1:])
+
+    def _column(self, values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    # --- one epoch -------------------------------------------------------------------------------
+
+    def _penalties(self) -> None:
+        """Which penalties any member has (decided here, not per batch: no synchronisation in the epoch)."""
+        self.any_l1, self.any_l2 = bool((self.lam_l1 > 0).any()), bool((self.lam_l2 > 0).any())
+
+    def penalty(self) -> torch.Tensor:
+        """Each member's weight penalty (K,): lam * sum |w| or lam * sum w^2 over its Linear weights."""
+        weights = self.model.linear_weights()
+        total = torch.zeros(len(self), device=self.device)
+        if self.any_l1:
+            total = total + self.lam_l1 * sum(w.abs().sum(dim=(1, 2)) for w in weights)
+        if self.any_l2:
+            total = total + self.lam_l2 * sum(w.pow(2).sum(dim=(1, 2)) for w in weights)
+        return total
+
+    def batch_order(self) -> torch.Tensor:
+        """A random permutation of the training images for each member (K, n), in one draw."""
+        return torch.rand(len(self), self.train_size, device=self.device).argsort(dim=1)
+
+    def train_epoch(self) -> list[EpochStats]:
+        """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
+        rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
+        batches = len(batch_bounds(self.train_size, self.batch_size))
+        if not self.graphed:
+            return epoch_stats(self.train_batches(rows), batches)
+        if self.graph is None:
+            self.graph = EpochGraph(self.train_batches, rows, self._state)
+        return epoch_stats(self.graph(rows), batches)
+
+    def _state(self) -> list[torch.Tensor]:
+        """Everything an epoch changes: weights, BatchNorm statistics, optimizer state."""
+        optimizer = self.optimizer
+        return [*self.model.parameters(), *self.model.buffers(), optimizer.steps, *(t for g in optimizer.state for t in g)]
+
+    def train_batches(self, rows: torch.Tensor) -> torch.Tensor:
+        """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
+        k, n = len(self), self.train_size
+        sums = torch.zeros(2, k, device=self.device)
+        for start, stop in batch_bounds(n, self.batch_size):
+            index = rows[:, start:stop].reshape(-1)
+            x = self.train_x.index_select(0, index).view(k, stop - start, -1)
+            y = self.train_y.index_select(0, index).view(k, stop - start)
+            if self.augment is not None:
+                x = self.augment(x.view(k, stop - start, *self.image_shape)).flatten(2)
+            logits = self.model.forward(x, training=True)
+            data_loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1)
+            penalty = self.penalty()
+            self.optimizer.zero_grad()
+            (data_loss + penalty).sum().backward()
+            self.optimizer.step()
+            sums += torch.stack([data_loss.detach(), penalty.detach()])
+        return sums
+
+    # --- evaluation ------------------------------------------------------------------------------
+
+    def _loss_and_accuracy(self, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """(2, M): mean cross-entropy and accuracy of the members on the images x (N, ...) in eval mode."""
+        if len(y) == 0:
+            return torch.full((2, len(members)), math.nan, device=self.device)
+        total = torch.zeros(2, len(members), device=self.device)
+        for xs, ys in zip(x.flatten(1).split(STACK_EVAL_CHUNK), y.split(STACK_EVAL_CHUNK)):
+            logits = self.model.predict_shared(xs, members)
+            target = ys.expand(len(members), -1)
+            total[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(dim=1)
+            total[1] += (logits.argmax(dim=-1) == target).sum(dim=1)
+        return total / len(y)
+
+    @torch.no_grad()
+    def evaluate(self) -> list[dict[str, float]]:
+        """Loss and accuracy of every member on its train and val splits and on the test set."""
+        table = torch.zeros(len(self), len(SPLITS), 2, device=self.device)
+        everyone = torch.arange(len(self), device=self.device)
+        for i, splits in enumerate(self.splits):
+            members = (self.split_of == i).nonzero().flatten()
+            if len(members) == 0:
+                continue
+            for j, name in enumerate(SPLITS[:2]):
+                split = getattr(splits, name)
+                table[members, j] = self._loss_and_accuracy(split.x, split.y, members).T
+        test = self.splits[0].test
+        table[:, 2] = self._loss_and_accuracy(test.x, test.y, everyone).T
+        return [
+            {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
+            for member in table.tolist()
+        ]
+
+    # --- members in and out ------------------------------------------------------------------------
+
+    def write_member(self, position: int) -> None:
+        """Refresh member ``position``'s own model and optimizer from the stack."""
+        ctx = self.members[position].ctx
+        self.model.write_member(position, ctx.model, batches=int(self.optimizer.steps.item()))
+        self.optimizer.export(position, ctx.optimizer)
+
+    def keep(self, positions: list[int]) -> None:
+        """Go on with these members only."""
+        index = torch.tensor(positions, device=self.device, dtype=torch.long)
+        self.members = [self.members[p] for p in positions]
+        self.model.keep(index)
+        self.optimizer.keep(index, self.model.parameters())
+        if self.augment is not None:
+            self.augment = self.augment.keep(positions)
+        self.lam_l1, self.lam_l2, self.split_of = self.lam_l1[index], self.lam_l2[index], self.split_of[index]
+        self._penalties()
+        self.graph = None  # it holds the old tensors: captured again at the next epoch
+
+
+def fit_stack(members: Sequence[Member], seed: int) -> None:
+    """Train every member to its end; each one's record, hooks and files are kept as the native loop keeps them.
+
+    A clean stop on a signal ends every member interrupted (checkpointed) and
+    raises ``Interrupted`` for the launcher to exit with.
+    """
+    stack = Stack(members)
+    cfg = members[0].ctx.cfg
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    console = StackProgress(len(members), cfg.epochs)
+
+    def end(position: int, status: Status, error: str | None) -> None:
+        member = stack.members[position]
+        member.done = True
+        stack.write_member(position)
+        member.progress.close()
+        end_run(member.ctx, member.hooks, status, error, time.perf_counter() - started)
+        if error:
+            log.info("%s: %s at epoch %d: %s", member.name, status, member.ctx.result.epochs_completed, error)
+
+    try:
+        with deferred_interrupts() as stop_request:
+            for member in members:
+                begin_run(member.ctx, member.hooks, 1)
+            for epoch in range(1, cfg.epochs + 1):
+                stats = stack.train_epoch()
+                evaluated = is_eval_epoch(epoch, cfg.epochs, cfg.eval_every)
+                metrics = stack.evaluate() if evaluated else [None] * len(stack)
+                going = []
+                for position, member in enumerate(stack.members):
+                    try:
+                        end_epoch(member.ctx, member.hooks, epoch, stats[position], metrics[position],
+                                  time.perf_counter() - started, lambda p=position: stack.write_member(p))
+                        member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
+                        going.append(position)
+                    except StopRun as stop:
+                        end(position, stop.status, str(stop))
+                if len(going) < len(stack):
+                    stack.keep(going)
+                console.epoch_done(epoch, console.summary(stack) if evaluated else None)
+                if not len(stack):
+                    break
+                stop_request.check(epoch)
+            for position in range(len(stack)):
+                end(position, Status.COMPLETED, None)
+    except Interrupted as stop:
+        for position in range(len(stack)):
+            stack.members[position].ctx.result.exit_code = stop.exit_code
+            end(position, Status.INTERRUPTED, str(stop))
+        raise
+    except BaseException as failure:
+        status = Status.ABORTED if isinstance(failure, KeyboardInterrupt) else Status.FAILED
+        for member in stack.members:  # mid-epoch: no checkpoint (the last periodic one stands)
+            if not member.done:
+                end_run(member.ctx, member.hooks, status, repr(failure), time.perf_counter() - started)
+        raise
+    finally:
+        console.close()
+
+
+class StackProgress(Progress):
+    """The stack's own progress on the console: a bar on a terminal, about ten log lines."""
+
+    def __init__(self, size: int, epochs: int) -> None:
+        super().__init__(epochs, 1, log)
+        self.size = size
+
+    def summary(self, stack: Stack) -> dict[str, float]:
+        best = max((m.ctx.result.best or {}).get("val_acc", math.nan) for m in stack.members) if len(stack) else math.nan
+        return {"training": len(stack), "best_val_acc": best}
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"training": f"{metrics['training']}/{self.size}", "best_val_acc": f"{metrics['best_val_acc']:.4f}"}
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return f"stack of {self.size}: {metrics['training']} training | best val acc {metrics['best_val_acc']:.4f}"

@@ -1,0 +1,77 @@
+"""Which jobs can train together as one stack.
+
+Jobs stack when they share what gives every member the same shapes and the
+same schedule: the model's architecture (sizes, norm kind and its settings),
+the optimizer class, the batch size, the training-set size, the number of
+epochs, the evaluation cadence and the device. Everything else may differ
+member by member: seeds and splits, learning rate and the optimizer's other
+numbers, penalty kind and strength, dropout, augmentation kind and strengths,
+and every per-run setting (objective, TensorBoard, checkpoints, early stopping,
+Optuna trial). A job whose config uses something the stacked engine does not
+implement (another model, penalty or augmentation class, an optimizer option
+such as amsgrad) gets no key: it runs alone, through the native loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from hreg.stacked.optim import stackable
+
+MODEL = "hreg.model.MLP"
+PENALTY = "hreg.regularizer.WeightPenalty"
+AUGMENT = "hreg.augment.build_augment"
+NORMS = {"torch.nn.BatchNorm1d": {"eps", "momentum"}, "torch.nn.LayerNorm": {"eps"}}
+
+T = TypeVar("T")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _norm_key(norm: DictConfig | None) -> Hashable | None:
+    """The norm layer's kind and settings; False when the stack cannot build it."""
+    if norm is None:
+        return ("none",)
+    target = norm.get("_target_")
+    if target not in NORMS or not norm.get("_partial_", False):
+        return False
+    extra = {k: v for k, v in norm.items() if not k.startswith("_")}
+    if set(extra) - NORMS[target] or (target == "torch.nn.BatchNorm1d" and not isinstance(extra.get("momentum", 0.1), float)):
+        return False
+    return (target, tuple(sorted((k, _plain(v)) for k, v in extra.items())))
+
+
+def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
+    """What must be equal for two runs to share a stack; None when this run cannot be stacked."""
+    model = cfg.model
+    if model.get("_target_") != MODEL or cfg.regularizer.get("_target_") != PENALTY:
+        return None
+    if cfg.augment.get("_target_") != AUGMENT or not stackable(cfg.optimizer):
+        return None
+    norm = _norm_key(model.get("norm"))
+    if norm is False or cfg.get("engine", {}).get("name", "native") != "native":
+        return None
+    return (
+        model.in_features, tuple(model.hidden), model.num_classes, norm,
+        cfg.optimizer._target_, cfg.data.batch_size, cfg.data.train_fraction,
+        cfg.epochs, cfg.eval_every, device,
+    )
+
+
+def plan_stacks(keys: Sequence[Hashable | None], max_members: int) -> list[list[int]]:
+    """Job indices in stacks: jobs of one key together, at most ``max_members`` a stack, in job order;
+    a job without a key alone."""
+    groups: dict[Hashable, list[int]] = {}
+    alone: list[list[int]] = []
+    for index, key in enumerate(keys):
+        if key is None:
+            alone.append([index])
+        else:
+            groups.setdefault(key, []).append(index)
+    stacks = [members[i : i + max_members] for members in groups.values() for i in range(0, len(members), max_members)]
+    return sorted(stacks + alone, key=lambda members: members[0])

@@ -1,0 +1,232 @@
+"""``hydra/launcher=stacked``: a batch of jobs from any sweeper, trained as stacks in this process.
+
+For each batch the sweeper hands over (the basic sweeper: the whole sweep; the
+Optuna sweeper: ``n_jobs`` trials) the launcher composes every job's config,
+checks them all, groups the jobs that can share a stack (grouping.py), and
+runs each group: a group of one through Hydra's own ``run_job`` and the task
+function (the native loop), a larger group through the stacked engine. For a
+stacked job it does what ``run_job`` does: the job's directory, its ``.hydra``
+files, its log file (``train.log``), Hydra's ``on_job_start`` and
+``on_job_end`` callbacks, and a ``JobReturn`` with the job's objective for the
+sweeper. Each job's directory ends up as a native run's would, with
+``"launcher": "stacked"`` in its result file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _save_config, configure_log, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hreg import rundir
+from hreg.build import build_context, build_hooks
+from hreg.config import validate
+from hreg.data import Splits, build_data
+from hreg.device import build_device
+from hreg.errors import RunInterrupted, exit_on_error
+from hreg.progress import LOG_FORMAT
+from hreg.stacked.engine import Member, fit_stack
+from hreg.stopping import Interrupted
+from hreg.stacked.grouping import plan_stacks, stack_key
+
+log = logging.getLogger("hreg")
+
+#: Memory a member of a stack takes beyond the data (weights, optimizer state, activations of a
+#: training batch and of an evaluation chunk, its own copy of the model), measured with margin
+#: (README, "Stacked training").
+MEMORY_PER_MEMBER = 48 * 2**20
+#: Memory of one split of MNIST on the device (train, validation and test images as float32).
+MEMORY_PER_SPLIT = 230 * 2**20
+#: On a CPU, bigger stacks than this train no faster per member: their batches outgrow the caches
+#: (measured on this project's 2-core machine: 1.75x one run's model-epochs/s at 8 and 12, 1.45x at 24).
+CPU_MEMBERS = 12
+
+
+@dataclass
+class Job:
+    """One job of the batch: its number, overrides, full config (with ``hydra``) and run directory."""
+
+    index: int
+    overrides: list[str]
+    config: DictConfig
+    run_dir: Path
+
+    @functools.cached_property
+    def task_cfg(self) -> DictConfig:
+        """The config the task sees (without ``hydra``), as run_job gives it."""
+        cfg = copy.deepcopy(self.config)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    @property
+    def name(self) -> str:
+        return f"job {self.index} ({' '.join(self.overrides) or 'defaults'})"
+
+
+def default_max_members(device: torch.device, splits: int) -> int:
+    """As many members as fit in half of the free memory of ``device`` beside ``splits`` data splits
+    (on a CPU, at most CPU_MEMBERS)."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    fit = max(1, int((0.5 * free - splits * MEMORY_PER_SPLIT) // MEMORY_PER_MEMBER))
+    return fit if device.type == "cuda" else min(fit, CPU_MEMBERS)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: a SLURM allocation, taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def stack_console() -> Iterator[None]:
+    """The stack's own lines on the console, formatted as a job's (Hydra's logging gives the root logger its
+    own format between jobs); the members' lines go to their own log files."""
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.addHandler(console)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(console)
+        log.propagate = True
+
+
+class StackedLaunch:
+    """What the launcher plugin does with one batch of jobs."""
+
+    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
+                 max_members: int | None) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        self.max_members = max_members
+
+    def _compose(self, index: int, overrides: Sequence[str]) -> Job:
+        """The job's config as Hydra's basic launcher composes it, with its output directory resolved."""
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = index
+            config.hydra.job.num = index
+        HydraConfig.instance().set_config(config)
+        run_dir = Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).absolute()
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(config)
+        return Job(index, list(overrides), config, run_dir)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        devices = {}
+        with exit_on_error("hreg"):  # every job's mistakes before anything trains
+            for job in jobs:
+                cfg = job.task_cfg
+                validate(cfg)
+                devices[job.index] = build_device(cfg.device)
+        keys = [stack_key(job.task_cfg, str(devices[job.index])) for job in jobs]
+        if not jobs:
+            return []
+        max_members = self.max_members or default_max_members(devices[jobs[0].index], splits=3)
+        stacks = plan_stacks(keys, max_members)
+        log.info("Launching %d jobs as %d stacks (%s)", len(jobs), len(stacks),
+                 ", ".join(str(len(s)) for s in stacks))
+        torch.set_num_threads(cpu_cores())
+        returns: dict[int, JobReturn] = {}
+        for members in stacks:
+            group = [jobs[i] for i in members]
+            if len(group) == 1:
+                returns[group[0].index] = self._run_alone(group[0])
+            else:
+                with stack_console():
+                    returns.update(self._run_stack(group))
+        return [returns[job.index] for job in jobs]
+
+    def _run_alone(self, job: Job) -> JobReturn:
+        """A job that stacks with no other: Hydra's own run_job and the task function (the native loop)."""
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=job.config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def _start_job(self, job: Job, shared: dict[str, Splits]) -> Member:
+        """What run_job does before the task (directory, .hydra files, log file, on_job_start); the member."""
+        HydraConfig.instance().set_config(job.config)
+        rundir.acquire(job.run_dir)
+        if job.config.hydra.output_subdir is not None:
+            hydra_dir = job.run_dir / str(job.config.hydra.output_subdir)
+            _save_config(job.task_cfg, "config.yaml", hydra_dir)
+            _save_config(copy.deepcopy(HydraConfig.instance().cfg), "hydra.yaml", hydra_dir)
+            _save_config(job.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
+        member_log = logging.Logger("hreg", logging.INFO)  # outside the hierarchy: this job's file only
+        handler = logging.FileHandler(job.run_dir / f"{job.config.hydra.job.name}.log", mode="a")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        member_log.addHandler(handler)
+        self.hydra_context.callbacks.on_job_start(config=job.config, task_function=self.task_function)
+        cfg = job.task_cfg
+        data_key = OmegaConf.to_yaml(cfg.data)  # runs with the same data config share the splits
+        if data_key not in shared:
+            shared[data_key] = build_data(cfg.data, build_device(cfg.device))
+        ctx = build_context(cfg, job.run_dir, log=member_log, hydra=job.config.hydra, data=shared[data_key])
+        ctx.result.set_extra("launcher", "stacked")
+        return Member(job.name, ctx, build_hooks(ctx))
+
+    def _end_job(self, job: Job, member: Member | None, failure: Exception | None) -> JobReturn:
+        """What run_job does after the task: a JobReturn with the objective (or the failure), on_job_end."""
+        HydraConfig.instance().set_config(job.config)
+        ret = JobReturn(overrides=job.overrides, cfg=job.task_cfg, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+                        working_dir=os.getcwd(), task_name=JobRuntime.instance().get("name"))
+        if failure is None and member is not None:
+            ret.status, ret.return_value = JobStatus.COMPLETED, member.ctx.result.objective_value()
+            member.ctx.log.info("%s", member.ctx.result.summary(job.run_dir))
+            log.info("%s: %s", job.name, member.ctx.result.summary(job.run_dir))
+        else:
+            ret.status, ret.return_value = JobStatus.FAILED, failure
+        self.hydra_context.callbacks.on_job_end(config=job.config, job_return=ret)
+        return ret
+
+    def _run_stack(self, jobs: list[Job]) -> dict[int, JobReturn]:
+        """Train the jobs as one stack. A mistake or a clean stop on a signal exits (one line, or 128 + signal),
+        as it does for a native job; a failure of the stack fails each of its jobs."""
+        members: list[Member] = []
+        shared: dict[str, Splits] = {}
+        failure: Exception | None = None
+        try:
+            with exit_on_error("hreg"):
+                for job in jobs:
+                    members.append(self._start_job(job, shared))
+                log.info("stack of %d on %s: %s", len(members), members[0].ctx.device, ", ".join(j.name for j in jobs))
+                try:
+                    fit_stack(members, seed=int(jobs[0].task_cfg.seed))
+                except Interrupted as stop:
+                    raise RunInterrupted(stop.exit_code, "resume each job with: hreg-resume JOB_DIR") from None
+        except Exception as error:  # not a user's mistake: this stack's jobs fail, the sweeper decides what follows
+            failure = error
+            log.error("stack of %d failed: %r", len(jobs), error)
+        finally:
+            for member in members:
+                for handler in member.ctx.log.handlers:
+                    handler.close()
+            for job in jobs:
+                rundir.release(job.run_dir)
+        return {job.index: self._end_job(job, members[i] if i < len(members) else None, failure)
+                for i, job in enumerate(jobs)}

@@ -1,0 +1,179 @@
+"""K copies of the course's MLP as one model: every weight gains a leading member dimension.
+
+A stack is built from K ordinary ``hreg.model.MLP`` instances (each initialised
+from its own run's seed, exactly as the native loop initialises it), trains as
+batched matrix products (``torch.baddbmm``), and writes each member back into
+its MLP when a hook or a checkpoint needs it. Semantics are those of the MLP,
+member by member: Linear -> [BatchNorm1d | LayerNorm] -> ReLU -> [Dropout],
+BatchNorm on the member's own batch in training and its running statistics in
+evaluation, inverted dropout with the member's own p, in training only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hreg.model import MLP
+
+_NORMS = {nn.BatchNorm1d: "batchnorm", nn.LayerNorm: "layernorm"}
+
+
+class _Weights(NamedTuple):
+    """The stack's tensors by layer, for all members or a subset of them."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    gains: list[torch.Tensor]
+    shifts: list[torch.Tensor]
+    running_mean: list[torch.Tensor]
+    running_var: list[torch.Tensor]
+
+
+def _norm_layers(model: MLP) -> list[nn.Module]:
+    return [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
+
+
+class StackedMLP:
+    """The weights of K MLPs of one architecture, stacked; ``dropout`` is each member's p."""
+
+    def __init__(self, members: Sequence[MLP], dropout: Sequence[float]) -> None:
+        first = members[0]
+        norms = _norm_layers(first)
+        self.norm = _NORMS[type(norms[0])] if norms else None
+        self.eps = norms[0].eps if norms else 0.0
+        self.momentum = norms[0].momentum if self.norm == "batchnorm" else 0.0
+
+        def stack(tensors: list[torch.Tensor], grad: bool) -> torch.Tensor:
+            return torch.stack([t.detach() for t in tensors]).clone().requires_grad_(grad)
+
+        linears = [list(m.linear_layers().values()) for m in members]
+        self.weights = [stack([ls[i].weight for ls in linears], True) for i in range(len(linears[0]))]
+        self.biases = [stack([ls[i].bias for ls in linears], True) for i in range(len(linears[0]))]
+        norm_layers = [_norm_layers(m) for m in members]
+        self.gains = [stack([ns[i].weight for ns in norm_layers], True) for i in range(len(norms))]
+        self.shifts = [stack([ns[i].bias for ns in norm_layers], True) for i in range(len(norms))]
+        if self.norm == "batchnorm":
+            self.running_mean = [stack([ns[i].running_mean for ns in norm_layers], False) for i in range(len(norms))]
+            self.running_var = [stack([ns[i].running_var for ns in norm_layers], False) for i in range(len(norms))]
+        else:
+            self.running_mean, self.running_var = [], []
+        device = self.weights[0].device
+        self.dropout = torch.tensor([float(p) for p in dropout], device=device)
+        self.dropped = (self.dropout > 0).nonzero().flatten()
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The trained tensors, in the order of the members' ``MLP.parameters()``."""
+        params = []
+        for i in range(len(self.weights)):
+            params += [self.weights[i], self.biases[i]]
+            if i < len(self.gains):
+                params += [self.gains[i], self.shifts[i]]
+        return params
+
+    def buffers(self) -> list[torch.Tensor]:
+        return [*self.running_mean, *self.running_var]
+
+    def linear_weights(self) -> list[torch.Tensor]:
+        """The penalised weights (every Linear layer's, biases excluded), each (K, out, in)."""
+        return self.weights
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def _slices(self, members: torch.Tensor | None) -> _Weights:
+        tensors = (self.weights, self.biases, self.gains, self.shifts, self.running_mean, self.running_var)
+        if members is None:
+            return _Weights(*tensors)
+        return _Weights(*([t[members] for t in group] for group in tensors))
+
+    def _normalise(self, h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Tensor:
+        gain, shift = p.gains[i].unsqueeze(1), p.shifts[i].unsqueeze(1)
+        if self.norm == "layernorm":
+            mean = h.mean(dim=-1, keepdim=True)
+            var = h.var(dim=-1, unbiased=False, keepdim=True)
+        elif training:  # batchnorm on the member's own batch; the running statistics follow
+            mean = h.mean(dim=1, keepdim=True)
+            var = h.var(dim=1, unbiased=False, keepdim=True)
+            n = h.shape[1]
+            with torch.no_grad():
+                p.running_mean[i].lerp_(mean.squeeze(1), self.momentum)
+                p.running_var[i].lerp_(var.squeeze(1) * n / (n - 1), self.momentum)
+        else:
+            mean, var = p.running_mean[i].unsqueeze(1), p.running_var[i].unsqueeze(1)
+        return (h - mean) * torch.rsqrt(var + self.eps) * gain + shift
+
+    def _layers(self, h: torch.Tensor, p: _Weights, training: bool, first_done: bool = False) -> torch.Tensor:
+        last = len(p.weights) - 1
+        for i, (w, b) in enumerate(zip(p.weights, p.biases)):
+            if not (i == 0 and first_done):
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if i == last:
+                return h
+            if self.norm is not None:
+                h = self._normalise(h, i, p, training)
+            h = F.relu(h)
+            if training and len(self.dropped):
+                h = self._dropout(h)
+        return h
+
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout with each member's own p, drawn only for the members that have one."""
+        if len(self.dropped) == len(self):
+            keep = 1 - self.dropout.view(-1, 1, 1)
+            return h * (torch.rand_like(h) < keep) / keep
+        part = h.index_select(0, self.dropped)
+        keep = 1 - self.dropout[self.dropped].view(-1, 1, 1)
+        return h.index_copy(0, self.dropped, part * (torch.rand_like(part) < keep) / keep)
+
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """Logits (K, B, classes) of member k for its own images x[k]: x is (K, B, features)."""
+        return self._layers(x, self._slices(None), training)
+
+    @torch.no_grad()
+    def predict_shared(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits (M, N, classes) of the ``members`` on the same images x (N, features).
+
+        The first layer is one matrix product for all of them (x against their
+        weights side by side); the rest are batched per member.
+        """
+        p = self._slices(members)
+        m, out = p.weights[0].shape[:2]
+        h = torch.addmm(p.biases[0].reshape(-1), x, p.weights[0].reshape(m * out, -1).T)  # (N, M * out)
+        h = h.view(len(x), m, out).transpose(0, 1).contiguous()  # (M, N, out): member-major for what follows
+        return self._layers(h, p, training=False, first_done=True)
+
+    # --- members in and out --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def write_member(self, k: int, model: MLP, batches: int) -> None:
+        """Member k's weights and statistics into ``model`` (an MLP of the same architecture);
+        ``batches``: how many batches it has trained (BatchNorm's ``num_batches_tracked``)."""
+        for i, layer in enumerate(model.linear_layers().values()):
+            layer.weight.copy_(self.weights[i][k])
+            layer.bias.copy_(self.biases[i][k])
+        for i, layer in enumerate(_norm_layers(model)):
+            layer.weight.copy_(self.gains[i][k])
+            layer.bias.copy_(self.shifts[i][k])
+            if self.norm == "batchnorm":
+                layer.running_mean.copy_(self.running_mean[i][k])
+                layer.running_var.copy_(self.running_var[i][k])
+                layer.num_batches_tracked.fill_(batches)
+
+    def keep(self, members: torch.Tensor) -> None:
+        """Only these members go on (the others ended): every stacked tensor loses the rest."""
+
+        def select(tensors: list[torch.Tensor], grad: bool) -> list[torch.Tensor]:
+            return [t.detach()[members].clone().requires_grad_(grad) for t in tensors]
+
+        self.weights, self.biases = select(self.weights, True), select(self.biases, True)
+        self.gains, self.shifts = select(self.gains, True), select(self.shifts, True)
+        self.running_mean, self.running_var = select(self.running_mean, False), select(self.running_var, False)
+        self.dropout = self.dropout[members]
+        self.dropped = (self.dropout > 0).nonzero().flatten()

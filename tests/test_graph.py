@@ -1,0 +1,60 @@
+"""Epochs captured as CUDA graphs (`train.cuda_graph`): a no-op on the CPU; on a GPU, the eager loop's results."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from hreg.build import build_context
+from hreg.loop import batch_bounds, epoch_stats, train_batches
+from hreg.graph import EpochGraph, make_capturable, optimizer_state
+from hreg.run import train
+from tests.conftest import QUICK, compose_config
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU case")
+def test_on_the_cpu_the_option_changes_nothing_and_says_so(tmp_path, caplog):
+    runs = {}
+    for setting in ("auto", "true", "false"):
+        with caplog.at_level(logging.INFO, logger="hreg"):
+            caplog.clear()
+            runs[setting] = train(compose_config(QUICK, "monitor=none", "model.dropout=0.2", "augment=noise",
+                                                 f"train.cuda_graph={setting}"), tmp_path / setting)
+        said = [r.getMessage() for r in caplog.records if "cuda_graph" in r.getMessage()]
+        assert said == (["train.cuda_graph=true: CUDA graphs need a CUDA device, this run is on cpu; the eager loop trains"]
+                        if setting == "true" else [])
+    assert runs["auto"].history == runs["true"].history == runs["false"].history
+
+
+@cuda
+@pytest.mark.parametrize("variant", [["model.dropout=0.2", "augment=noise_affine"], ["model/norm=batchnorm",
+                                      "regularizer=l2"], ["optimizer=sgd", "model/norm=layernorm"]])
+def test_a_graphed_run_reaches_the_eager_runs_accuracy(tmp_path, variant):
+    results = {}
+    for setting in ("true", "false"):
+        cfg = compose_config("epochs=100", "monitor=none", "device=cuda", f"train.cuda_graph={setting}", *variant)
+        results[setting] = train(cfg, tmp_path / setting)
+    assert abs(results["true"].final["val_acc"] - results["false"].final["val_acc"]) < 0.003, results
+
+
+@cuda
+@pytest.mark.parametrize("dropout, differs", [(0.5, True), (0.0, False)])
+def test_random_draws_inside_the_graph_are_new_at_every_replay(tmp_path, dropout, differs):
+    cfg = compose_config("monitor=none", "device=cuda", "optimizer=sgd", f"model.dropout={dropout}")
+    ctx = build_context(cfg, tmp_path)
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = 0.0  # the model stays the same: only the draws can change the loss
+    make_capturable(ctx.optimizer)
+    order = torch.arange(len(ctx.data.train), device="cuda")
+
+    def run(o: torch.Tensor) -> torch.Tensor:
+        return train_batches(ctx.model, ctx.data.train, o, 300, ctx.optimizer, ctx.penalty, ctx.augment)
+
+    graph = EpochGraph(run, order, lambda: [*ctx.model.parameters(), *optimizer_state(ctx.optimizer)])
+    batches = len(batch_bounds(len(order), 300))
+    first, second = epoch_stats(graph(order), batches)[0], epoch_stats(graph(order), batches)[0]
+    assert (first.data_loss != second.data_loss) == differs

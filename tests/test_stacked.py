@@ -1,0 +1,309 @@
+"""Stacked training (`hydra/launcher=stacked`): the same runs as the native loop, trained as one model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from hydra.utils import instantiate
+from optuna.trial import TrialState
+from torch import nn
+
+from hreg import checkpoint
+from hreg.build import build_context, build_hooks
+from hreg.loop import train_epoch
+from hreg.metrics import evaluate_all
+from hreg.model import MLP
+from hreg.run import train
+from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
+from hreg.stacked.engine import Member, Stack, fit_stack
+from hreg.stacked.grouping import plan_stacks, stack_key
+from hreg.stacked.model import StackedMLP
+from hreg.stacked.optim import StackedOptimizer
+from tests.conftest import REPO, compose_config, events, read_result, run_cli, run_train
+
+FAST = ("data.train_fraction=0.02", "eval_every=1")
+
+
+# --- the arithmetic: the stack is K MLPs and K torch optimizers ---------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+def test_a_stack_computes_what_each_of_its_mlps_computes(norm):
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(instantiate(compose_config(f"model/norm={norm}").model))
+    stack = StackedMLP(models, [0.0] * 3)
+    x = torch.randn(3, 40, 784)
+    expected = torch.stack([m.train()(x[i]) for i, m in enumerate(models)])
+    assert torch.allclose(stack.forward(x, training=True), expected, atol=1e-5)  # BatchNorm on each own batch
+    shared = torch.randn(50, 784)
+    expected = torch.stack([m.eval()(shared) for m in models])  # running statistics moved the same way
+    assert torch.allclose(stack.predict_shared(shared, torch.arange(3)), expected, atol=1e-5)
+    assert torch.allclose(stack.predict_shared(shared, torch.tensor([2, 0])), expected[[2, 0]], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "optimizer", ["adam", "adamw", "sgd", "sgd optimizer.momentum=0"], ids=lambda o: o.replace(" ", ",")
+)
+def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimizer):
+    group, *extra = optimizer.split()
+    configs = [compose_config(f"optimizer={group}", f"optimizer.lr={lr}", *extra).optimizer for lr in (1e-3, 3e-3, 1e-2)]
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(MLP())
+    ours = copy.deepcopy(models)
+    theirs = [instantiate(c)(m.parameters()) for c, m in zip(configs, models)]
+    stack = StackedMLP(ours, [0.0] * 3)
+    stacked = StackedOptimizer(configs, stack.parameters())
+    for _ in range(5):
+        x, y = torch.randn(3, 64, 784), torch.randint(0, 10, (3, 64))
+        for i, (model, opt) in enumerate(zip(models, theirs)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+        stacked.zero_grad()
+        nn.functional.cross_entropy(stack.forward(x, True).transpose(1, 2), y, reduction="none").mean(1).sum().backward()
+        stacked.step()
+    for k, (model, opt) in enumerate(zip(models, theirs)):
+        mine, own_opt = copy.deepcopy(ours[k]), instantiate(configs[k])(ours[k].parameters())
+        stack.write_member(k, mine, batches=5)
+        for a, b in zip(model.parameters(), mine.parameters()):
+            assert torch.allclose(a, b, atol=1e-4), "the same five steps (Adam amplifies float noise a little)"
+        stacked.export(k, own_opt)  # the member's state, in torch's own format: it loads and resumes
+        loaded = instantiate(configs[k])(mine.parameters())
+        loaded.load_state_dict(own_opt.state_dict())
+        for state, reference in zip(loaded.state_dict()["state"].values(), opt.state_dict()["state"].values()):
+            for key, value in reference.items():
+                assert torch.allclose(torch.as_tensor(state[key]), torch.as_tensor(value), atol=1e-5), key
+
+
+def test_a_member_trained_in_the_native_loops_batch_order_reaches_the_native_loops_metrics(tmp_path):
+    cfg = compose_config("monitor=none", "regularizer=l1", "model/norm=layernorm")
+    native = build_context(cfg, tmp_path / "native")
+    member = build_context(cfg, tmp_path / "member", data=native.data)
+    stack = Stack([Member("m", member, [])])
+    for epoch in range(3):
+        torch.manual_seed(epoch)
+        train_epoch(native.model, native.data.train, 300, native.optimizer, native.penalty)
+        torch.manual_seed(epoch)
+        order = torch.randperm(3000)  # the native loop's order, given to the stack
+        stack.batch_order = lambda order=order: order.unsqueeze(0)
+        stack.train_epoch()
+    expected, got = evaluate_all(native.model, native.data), stack.evaluate()[0]
+    assert expected["val_acc"] > 0.85
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=2e-3), key
+
+
+# --- equivalence on real MNIST, as a study would see it ------------------------------------------------------
+
+VARIANTS = {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
+            "batchnorm": ["model/norm=batchnorm"], "augment": ["augment=noise_affine"]}
+SEEDS = (0, 1, 2)
+EQUIVALENCE = ("epochs=40", "eval_every=40", "monitor=none", "checkpoint.every=0")
+
+
+@pytest.fixture(scope="module")
+def both_engines(tmp_path_factory) -> dict[str, dict[str, list]]:
+    """Every variant and seed, trained by the native loop and, all at once, by stacks."""
+    work = tmp_path_factory.mktemp("equivalence")
+    native = {v: [train(compose_config(*EQUIVALENCE, *o, f"seed={s}"), work / f"n-{v}-{s}") for s in SEEDS]
+              for v, o in VARIANTS.items()}
+    members = {v: [] for v in VARIANTS}
+    for variants in (["none", "l1", "dropout", "augment"], ["batchnorm"]):  # one stack per architecture
+        stack = []
+        for v in variants:
+            for s in SEEDS:
+                ctx = build_context(compose_config(*EQUIVALENCE, *VARIANTS[v], f"seed={s}"), work / f"s-{v}-{s}")
+                stack.append(Member(f"{v}/{s}", ctx, build_hooks(ctx)))
+                members[v].append(ctx.result)
+        fit_stack(stack, seed=0)
+    return {"native": native, "stacked": members}
+
+
+def mean(results: list, value) -> float:
+    return statistics.mean(value(r) for r in results)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stacked_members_match_native_runs_on_average_over_seeds(both_engines, variant):
+    accuracy = {engine: mean(runs[variant], lambda r: r.final["val_acc"]) for engine, runs in both_engines.items()}
+    assert all(r.status == "completed" for r in both_engines["stacked"][variant])
+    assert abs(accuracy["stacked"] - accuracy["native"]) < 0.005, accuracy
+
+
+def test_what_regularizers_do_keeps_its_direction_in_both_engines(both_engines):
+    for engine, runs in both_engines.items():
+        near_zero = {v: mean(runs[v], lambda r: r.weights["near_zero_share"]) for v in ("none", "l1")}
+        gap = {v: mean(runs[v], lambda r: r.final["train_acc"] - r.final["val_acc"]) for v in ("none", "dropout")}
+        assert near_zero["l1"] > 2 * near_zero["none"], (engine, near_zero)
+        assert gap["dropout"] < gap["none"], (engine, gap)
+
+
+# --- grouping --------------------------------------------------------------------------------------------------
+
+
+def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ():
+    def key(*overrides: str):
+        return stack_key(compose_config(*overrides), "cpu")
+
+    base = key()
+    assert base is not None
+    for differs_per_member in ("seed=3", "data.seed=5", "optimizer.lr=0.01", "regularizer=l2", "model.dropout=0.2",
+                               "augment=affine", "objective=val_loss", "monitor=none", "early_stopping.patience=3"):
+        assert key(differs_per_member) == base, differs_per_member
+    for differs_per_stack in ("epochs=7", "eval_every=3", "data.batch_size=100", "model/norm=batchnorm",
+                              "optimizer=sgd", "model.hidden=[50,50]", "data.train_fraction=0.1"):
+        assert key(differs_per_stack) != base, differs_per_stack
+    assert key("+optimizer.amsgrad=true") is None  # not implemented for stacks: runs alone
+    keys = [base, key("epochs=7"), base, None, base]
+    assert plan_stacks(keys, max_members=2) == [[0, 2], [1], [3], [4]]
+
+
+# --- the launcher, end to end ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stacked_sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stacked")
+    proc = run_train(
+        "-m", "hydra/launcher=stacked", "regularizer=none,l1", "seed=0,1", "epochs=4", "monitor.histograms=3",
+        "checkpoint.every=2", *FAST, f"hydra.sweep.dir={root / 'sweep'}", cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 4 jobs as 1 stacks" in proc.stdout + proc.stderr
+    return root / "sweep"
+
+
+def test_every_stacked_job_has_the_directory_a_native_job_has(stacked_sweep):
+    for job in range(4):
+        run_dir = stacked_sweep / str(job)
+        assert {p.name for p in (run_dir / ".hydra").iterdir()} == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+        result = read_result(run_dir)
+        assert result["launcher"] == "stacked" and result["status"] == "completed" and result["epochs_completed"] == 4
+        assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+        assert result["weights"]["l2_norm"] > 0 and "random_model_entropy" in result
+        assert "completed: best val acc" in (run_dir / "train.log").read_text()
+        acc = events(run_dir)
+        assert [e.step for e in acc.Scalars("loss/val")] == [1, 2, 3, 4]
+        assert [e.step for e in acc.Histograms("weights/fc1")] == [1, 2, 4]  # at most monitor.histograms=3
+        assert "input_grad/fc4" in acc.Tags()["histograms"] and "entropy/model" in acc.Tags()["histograms"]
+        best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
+        assert best["epoch"] == result["best"]["epoch"]
+        assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == 4
+    kinds = [read_result(stacked_sweep / str(j))["config"]["regularizer"]["kind"] for j in range(4)]
+    assert kinds == ["none", "none", "l1", "l1"]
+    assert "4 runs: 4 completed." in (stacked_sweep / "report.md").read_text()
+
+
+def test_a_stacked_jobs_checkpoint_evaluates_to_its_recorded_metrics(stacked_sweep):
+    run_dir = stacked_sweep / "2"
+    proc = run_cli("hreg-eval", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    evaluated = json.loads((run_dir / "eval_best.json").read_text())
+    best = read_result(run_dir)["best"]
+    for key in ("val_acc", "test_acc", "val_loss"):
+        assert evaluated[key] == pytest.approx(best[key], abs=1e-4), key
+
+
+def test_the_same_stacked_sweep_twice_gives_the_same_metrics(stacked_sweep, tmp_path):
+    proc = run_train(
+        "-m", "hydra/launcher=stacked", "regularizer=none,l1", "seed=0,1", "epochs=4", "monitor.histograms=3",
+        "checkpoint.every=2", *FAST, f"hydra.sweep.dir={tmp_path / 'again'}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in range(4):
+        assert read_result(tmp_path / "again" / str(job))["history"] == read_result(stacked_sweep / str(job))["history"]
+
+
+def test_a_diverging_member_is_frozen_and_the_others_train_on(tmp_path):
+    proc = run_train("-m", "hydra/launcher=stacked", "optimizer.lr=1e-3,1e6,2e-3", "epochs=6", "monitor=none", *FAST,
+                     f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [read_result(tmp_path / "s" / str(j)) for j in range(3)]
+    assert [r["status"] for r in results] == ["completed", "diverged", "completed"]
+    assert results[1]["epochs_completed"] == 1 and not (tmp_path / "s" / "1" / "checkpoints" / "last.pt").exists()
+    assert all(r["final"]["val_acc"] > 0.8 for r in (results[0], results[2]))
+    assert "job 1 (optimizer.lr=1000000.0 epochs=6" in proc.stdout and "diverged at epoch 1" in proc.stdout
+    assert "job 2 (optimizer.lr=0.002 epochs=6 monitor=none data.train_fraction=0.02 eval_every=1): completed" in proc.stdout
+
+
+def test_a_group_of_one_runs_through_the_native_loop(tmp_path):
+    proc = run_train("-m", "hydra/launcher=stacked", "epochs=2,3", "monitor=none", *FAST,
+                     f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 2 jobs as 2 stacks (1, 1)" in proc.stdout + proc.stderr
+    for job in range(2):
+        result = read_result(tmp_path / "s" / str(job))
+        assert result["status"] == "completed" and "launcher" not in result
+
+
+def test_a_mistake_in_any_job_stops_the_stack_with_one_line_before_training(tmp_path):
+    proc = run_train("-m", "hydra/launcher=stacked", "regularizer=l1", "regularizer.lam=1e-4,-1", *FAST,
+                     f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "hreg: error: regularizer.lam=-1: must be a number >= 0"
+    assert not list((tmp_path / "s").glob("*/result.json"))
+
+
+def test_ctrl_c_checkpoints_every_member_and_each_resumes(tmp_path):
+    sweep = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=stacked", "seed=0,1,2", "epochs=300",
+         "monitor=none", "data.train_fraction=0.02", "eval_every=10", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (sweep / "2" / "result.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert "hreg-resume" in proc.stdout.read()
+    for job in range(3):
+        result = read_result(sweep / str(job))
+        assert result["status"] == "interrupted" and result["epochs_completed"] < 300
+        assert checkpoint.load(sweep / str(job) / "checkpoints" / checkpoint.LAST)["epoch"] == result["epochs_completed"]
+    resumed = run_cli("hreg-resume", str(sweep / "1"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_result(sweep / "1")["status"] == "completed" and read_result(sweep / "1")["epochs_completed"] == 300
+
+
+def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(tmp_path):
+    args = ("-m", "hydra/sweeper=optuna", "hydra/launcher=stacked", "hydra.sweeper.study_name=st",
+            "hydra.sweeper.n_jobs=3", "epochs=3", "monitor=none",
+            "regularizer=none", "augment=none", "model/norm=none", "model.dropout=0.0", "hydra/sweeper/sampler=random")
+    first = run_train(*args, "hydra.sweeper.n_trials=3", "optimizer.lr=1e-3", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Three more trials, as a batch; those with a learning rate too small to learn are pruned at epoch 1.
+    second = run_train(*args, "hydra.sweeper.n_trials=6", "optimizer.lr=choice(1e-2,1e-7)",
+                       "hydra.sweeper.sampler.seed=1", "search.pruner.n_startup_trials=1",
+                       "search.pruner.n_warmup_steps=0", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study("st", storage=database_url(tmp_path / "multirun" / "optuna" / "st"))
+    assert len(study.trials) == 6
+    for trial in study.trials:
+        run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
+        assert run["launcher"] == "stacked" and run["optuna_trial"] == trial.number
+        assert trial.system_attrs[STATUS_ATTR] == run["status"]
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == run["final"]["val_acc"] and run["epochs_completed"] == 3
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["optimizer.lr"] == 1e-7 for t in pruned)
+    assert all(read_result(tmp_path / t.system_attrs[RUN_DIR_ATTR])["epochs_completed"] == 1 for t in pruned)
+    assert "2 training" in second.stdout or "1 training" in second.stdout, "the stack went on without them"
+    summary = (tmp_path / "multirun" / "optuna" / "st" / "summary.md").read_text()
+    assert "| pruned | pruned |" in summary
+
