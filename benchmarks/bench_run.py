@@ -1,13 +1,17 @@
-"""Benchmark: wall time of the default 1000-epoch run, with and without TensorBoard logging.
+"""Benchmark: wall time of the default 1000-epoch run, two variants side by side.
 
-Runs `python train.py` (the default experiment) and `python train.py monitor=none`
-alternately, REPEATS times each, in fresh processes, and prints the medians:
-the whole process (start-up, data, training, evaluation, logging) and the
-training loop alone (result.json's wall_time_s), the logging overhead ratio, and
-the size of a run's event files. Alternating the two configurations makes the
-ratio fair on a shared, noisy machine.
+``--compare logging`` (default): `python train.py` against `python train.py monitor=none`;
+``--compare graph``: the epoch as a CUDA graph (`train.cuda_graph=true`) against the eager
+loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
+``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run.
 
-    .venv/bin/python benchmarks/bench_run.py [--repeats 5] [--epochs 1000] [extra overrides...]
+The two variants run alternately, REPEATS times each, in fresh processes, and it prints
+the medians: the whole process (start-up, data, training, evaluation, logging) and the
+training loop alone (result.json's wall_time_s), their ratio, and the size of a run's
+event files. Alternating makes the ratio fair on a shared, noisy machine.
+
+    .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|startup] [--repeats 5] [--epochs 1000]
+        [extra overrides...]
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {"logging on (default)": [], "logging off (monitor=none)": ["monitor=none"]}
+COMPARISONS = {
+    "logging": {"logging on (default)": [], "logging off (monitor=none)": ["monitor=none"]},
+    "graph": {"CUDA graph (train.cuda_graph=true)": ["train.cuda_graph=true"],
+              "eager loop (train.cuda_graph=false)": ["train.cuda_graph=false"]},
+    "startup": {"start-up (monitor=none device=cpu, with --epochs 1)": ["monitor=none", "device=cpu"]},
+}
 
 
 def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
@@ -41,26 +50,29 @@ def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", choices=list(COMPARISONS), default="logging")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for both variants")
     args = parser.parse_args()
+    variants = COMPARISONS[args.compare]
     base = [f"epochs={args.epochs}", *args.overrides]
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for i, (name, extra) in enumerate(VARIANTS.items()):
+            for i, (name, extra) in enumerate(variants.items()):
                 samples[name].append(one_run(Path(tmp), f"{repeat}-{i}", base + extra))
-                print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr)
+                print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     print(f"{args.repeats} runs each, alternating, `train.py {' '.join(base)}`:")
     print("| variant | median process wall (s) | median training loop (s) | event files (MB) |")
     print("|---|---|---|---|")
     for name, m in medians.items():
         print(f"| {name} | {m['process_s']:.1f} | {m['loop_s']:.1f} | {m['events_mb']:.2f} |")
-    on, off = (medians[name] for name in VARIANTS)
-    print(f"logging overhead (on / off, training loop): {on['loop_s'] / off['loop_s']:.3f}x; "
-          f"whole process: {on['process_s'] / off['process_s']:.3f}x")
+    if len(medians) == 2:
+        first, second = medians.values()
+        print(f"first / second: training loop {first['loop_s'] / second['loop_s']:.3f}x; "
+              f"whole process {first['process_s'] / second['process_s']:.3f}x")
 
 
 if __name__ == "__main__":

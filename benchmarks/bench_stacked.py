@@ -53,14 +53,29 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
         sync()
         return epochs / (time.perf_counter() - started)
 
-    stacks = {}
+    def memory() -> float:
+        """Bytes in use: the GPU's peak allocation, or this process's resident memory."""
+        if device == "cuda":
+            return torch.cuda.max_memory_allocated()
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+    stacks, footprint = {}, {}
     for k in sizes:
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() if device == "cuda" else memory()
         members = [
             Member(str(i), build_context(compose_config("monitor=none", f"device={device}", f"seed={i}", "data.seed=0"),
                                          work / f"{k}-{i}", data=base.data), [])
             for i in range(k)
         ]
         stacks[k] = Stack(members)
+        stacks[k].train_epoch()
+        stacks[k].evaluate()
+        footprint[k] = (memory() - before) / 2**20  # the stack's own: its members, a batch, an evaluation
 
     def stacked(k: int) -> float:
         stacks[k].train_epoch()  # warm-up
@@ -78,10 +93,15 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
             samples[f"stack of {k}"].append(stacked(k))
     single = statistics.median(samples["native run"])
     print(f"\nTraining throughput on {device} ({epochs} epochs a sample, {repeats} samples, medians):\n")
-    print("| trained as | model-epochs/s | vs one native run |\n|---|---|---|")
+    print("| trained as | model-epochs/s | vs one native run | memory of the stack (MiB) |\n|---|---|---|---|")
     for name, values in samples.items():
         median = statistics.median(values)
-        print(f"| {name} | {median:.1f} | {median / single:.2f}x |")
+        k = int(name.split()[-1]) if name.startswith("stack") else None
+        print(f"| {name} | {median:.1f} | {median / single:.2f}x | {footprint[k]:.0f} |" if k else
+              f"| {name} | {median:.1f} | 1.00x | |")
+    if len(sizes) > 1:
+        per_member = (footprint[sizes[-1]] - footprint[sizes[0]]) / (sizes[-1] - sizes[0])
+        print(f"\nmemory per member (slope from {sizes[0]} to {sizes[-1]} members): {per_member:.1f} MiB")
 
 
 def timed(args: list[str], cwd: Path) -> float:
@@ -91,9 +111,9 @@ def timed(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def study(device: str, repeats: int, epochs: int) -> None:
+def study(device: str, repeats: int, epochs: int, launchers: list[str]) -> None:
     base = ["-m", "experiment=compare_regularizers", f"epochs={epochs}", f"device={device}"]
-    variants = {"stacked launcher": ["hydra/launcher=stacked"], "basic launcher": []}
+    variants = {f"{name} launcher": ["hydra/launcher=stacked"] if name == "stacked" else [] for name in launchers}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(repeats):
         for name, extra in variants.items():
@@ -104,8 +124,9 @@ def study(device: str, repeats: int, epochs: int) -> None:
     print("| launcher | wall (s) |\n|---|---|")
     for name, values in samples.items():
         print(f"| {name} | {statistics.median(values):.1f} |")
-    ratios = [b / s for s, b in zip(*samples.values())]
-    print(f"\nbasic / stacked, median of the paired ratios: {statistics.median(ratios):.2f}x")
+    if len(samples) == 2:
+        ratios = [b / s for s, b in zip(*samples.values())]
+        print(f"\nbasic / stacked, median of the paired ratios: {statistics.median(ratios):.2f}x")
 
 
 def search(device: str, trials: int, epochs: int, jobs: int) -> None:
@@ -134,6 +155,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,8,24", help="stack sizes for the throughput part")
     parser.add_argument("--epochs", type=int, default=20, help="epochs a throughput sample")
     parser.add_argument("--study-epochs", type=int, default=200)
+    parser.add_argument("--launchers", default="stacked,basic", help="for the study part")
     parser.add_argument("--search-trials", type=int, default=40)
     parser.add_argument("--search-epochs", type=int, default=1000)
     parser.add_argument("--search-jobs", type=int, default=20)
@@ -142,7 +164,7 @@ def main() -> None:
     if "throughput" in parts:
         throughput(args.device, args.repeats, [int(k) for k in args.sizes.split(",")], args.epochs)
     if "study" in parts:
-        study(args.device, args.repeats, args.study_epochs)
+        study(args.device, args.repeats, args.study_epochs, args.launchers.split(","))
     if "search" in parts:
         search(args.device, args.search_trials, args.search_epochs, args.search_jobs)
 

