@@ -33,25 +33,13 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
     import torch
 
     from hreg.build import build_context
-    from hreg.loop import train_epoch
+    from hreg.loop import epoch_trainer
     from hreg.stacked.engine import Member, Stack
     from tests.conftest import compose_config
 
     def sync() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
-
-    work = Path(tempfile.mkdtemp())
-    base = build_context(compose_config("monitor=none", f"device={device}"), work / "native")
-
-    def native() -> float:
-        train_epoch(base.model, base.data.train, 300, base.optimizer, base.penalty)  # warm-up
-        sync()
-        started = time.perf_counter()
-        for _ in range(epochs):
-            train_epoch(base.model, base.data.train, 300, base.optimizer, base.penalty)
-        sync()
-        return epochs / (time.perf_counter() - started)
 
     def memory() -> float:
         """Bytes in use: the GPU's peak allocation, or this process's resident memory."""
@@ -61,47 +49,56 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
 
         return psutil.Process().memory_info().rss
 
-    stacks, footprint = {}, {}
-    for k in sizes:
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated() if device == "cuda" else memory()
-        members = [
-            Member(str(i), build_context(compose_config("monitor=none", f"device={device}", f"seed={i}", "data.seed=0"),
-                                         work / f"{k}-{i}", data=base.data), [])
-            for i in range(k)
-        ]
-        stacks[k] = Stack(members)
-        stacks[k].train_epoch()
-        stacks[k].evaluate()
-        footprint[k] = (memory() - before) / 2**20  # the stack's own: its members, a batch, an evaluation
+    work = Path(tempfile.mkdtemp())
+    modes = ["eager", "CUDA graph"] if device == "cuda" else ["eager"]
+    setting = {"eager": "false", "CUDA graph": "true"}
+    trainers, footprint = {}, {}
+    for mode in modes:
+        ctx = build_context(compose_config("monitor=none", f"device={device}", f"train.cuda_graph={setting[mode]}"),
+                            work / f"native-{mode}")
+        trainers[f"native run, {mode}"] = (1, epoch_trainer(ctx))
+        data = ctx.data
+    for mode in modes:
+        for k in sizes:
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated() if device == "cuda" else memory()
+            members = [
+                Member(str(i), build_context(compose_config("monitor=none", f"device={device}", f"seed={i}",
+                                                            "data.seed=0", f"train.cuda_graph={setting[mode]}"),
+                                             work / f"{mode}-{k}-{i}", data=data), [])
+                for i in range(k)
+            ]
+            stack = Stack(members)
+            stack.train_epoch()
+            stack.evaluate()
+            footprint[k] = (memory() - before) / 2**20  # the stack's own: members, a batch, an evaluation
+            trainers[f"stack of {k}, {mode}"] = (k, stack.train_epoch)
 
-    def stacked(k: int) -> float:
-        stacks[k].train_epoch()  # warm-up
+    def rate(k: int, epoch) -> float:
+        epoch()  # warm-up (a graph is captured here)
         sync()
         started = time.perf_counter()
         for _ in range(epochs):
-            stacks[k].train_epoch()
+            epoch()
         sync()
         return k * epochs / (time.perf_counter() - started)
 
-    samples: dict[str, list[float]] = {"native run": [], **{f"stack of {k}": [] for k in sizes}}
+    samples: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(repeats):
-        samples["native run"].append(native())
-        for k in sizes:
-            samples[f"stack of {k}"].append(stacked(k))
-    single = statistics.median(samples["native run"])
+        for name, (k, epoch) in trainers.items():
+            samples[name].append(rate(k, epoch))
+    single = statistics.median(samples["native run, eager"])
     print(f"\nTraining throughput on {device} ({epochs} epochs a sample, {repeats} samples, medians):\n")
-    print("| trained as | model-epochs/s | vs one native run | memory of the stack (MiB) |\n|---|---|---|---|")
+    print("| trained as | model-epochs/s | vs one eager native run |\n|---|---|---|")
     for name, values in samples.items():
         median = statistics.median(values)
-        k = int(name.split()[-1]) if name.startswith("stack") else None
-        print(f"| {name} | {median:.1f} | {median / single:.2f}x | {footprint[k]:.0f} |" if k else
-              f"| {name} | {median:.1f} | 1.00x | |")
+        print(f"| {name} | {median:.1f} | {median / single:.2f}x |")
     if len(sizes) > 1:
         per_member = (footprint[sizes[-1]] - footprint[sizes[0]]) / (sizes[-1] - sizes[0])
-        print(f"\nmemory per member (slope from {sizes[0]} to {sizes[-1]} members): {per_member:.1f} MiB")
+        print(f"\nmemory of a stack: {', '.join(f'{k}: {footprint[k]:.0f} MiB' for k in sizes)}; "
+              f"per member (slope from {sizes[0]} to {sizes[-1]}): {per_member:.1f} MiB")
 
 
 def timed(args: list[str], cwd: Path) -> float:

@@ -74,3 +74,49 @@ def test_augmentation_is_applied_to_training_batches_only():
     recorder.seen.clear()
     assert evaluate_all(model, data) == before
     assert recorder.seen == []
+
+
+def digit_batch(n: int = 64) -> torch.Tensor:
+    """n copies of one real MNIST validation image (normalised)."""
+    from hreg import mnist
+
+    image = mnist.load_normalised()["test_x"][0]
+    return image.expand(n, *image.shape).clone()
+
+
+@pytest.mark.parametrize("option", ["affine", "elastic", "elastic_affine"])
+def test_every_image_of_a_batch_gets_its_own_transform(option):
+    torch.manual_seed(0)
+    out = augmentation(option)(digit_batch())
+    distinct = {tuple(img.flatten().round(decimals=4).tolist()) for img in out}
+    assert len(distinct) == len(out), "no two images share a draw"
+    shared = instantiate(compose_config(f"augment={option}", "augment.per_image=false").augment)(digit_batch())
+    assert all(torch.equal(img, shared[0]) for img in shared), "per_image=false: one draw for the whole batch"
+    assert not torch.equal(shared[0], digit_batch(1)[0])
+
+
+def test_zero_strengths_are_the_identity():
+    from hreg.augment import AugmentSettings, BatchAugment
+
+    x = torch.stack([digit_batch(8), digit_batch(8)])  # a stack of two members
+    out = BatchAugment([AugmentSettings(), AugmentSettings(degrees=30.0, elastic_alpha=34.0)])(x)
+    assert torch.equal(out[0], x[0]) and not torch.equal(out[1], x[1]), "each member its own strengths"
+    nearly = BatchAugment([AugmentSettings(degrees=1e-9)])(digit_batch(8))  # the grid path, nothing moved
+    assert torch.allclose(nearly, digit_batch(8), atol=1e-4)
+    assert AugmentSettings(degrees=0.0, elastic_alpha=0.0, noise_sigma=0.0).active is False
+
+
+def test_elastic_distortion_keeps_the_label(tmp_path):
+    from hreg.build import build_context
+    from hreg.metrics import evaluate
+
+    ctx = build_context(compose_config("monitor=none"), tmp_path)
+    torch.manual_seed(0)
+    for _ in range(15):
+        train_epoch(ctx.model, ctx.data.train, 300, ctx.optimizer, ctx.penalty)
+    images = Split(ctx.data.val.x[:5000], ctx.data.val.y[:5000])
+    _, clean = evaluate(ctx.model, images)
+    distorted = Split(augmentation("elastic")(images.x), images.y)
+    _, elastic = evaluate(ctx.model, distorted)
+    assert not torch.allclose(distorted.x, images.x, atol=0.1)
+    assert clean > 0.88 and elastic > 0.5 * clean, (clean, elastic)  # far above chance (0.1): still the same digits

@@ -68,9 +68,9 @@ def test_the_normalised_cache_holds_what_datamaestro_reads():
     tensors = mnist.load_normalised()
     arrays = mnist.read_through_datamaestro()
     assert (mnist.store_dir() / mnist.CACHE_FILE).is_file()
-    assert torch.equal(tensors["train_y"], torch.from_numpy(arrays["train_labels"].astype(np.int64)))
+    assert torch.equal(tensors["train_y"], torch.tensor(arrays["train_labels"], dtype=torch.int64))
     pixels = tensors["test_x"][:, 0] * mnist.MNIST_STD + mnist.MNIST_MEAN
-    assert torch.allclose(pixels * 255, torch.from_numpy(arrays["test_images"]).float(), atol=1e-3)
+    assert torch.allclose(pixels * 255, torch.tensor(arrays["test_images"], dtype=torch.float32), atol=1e-3)
     assert tensors["train_x"].shape == (60000, 1, 28, 28) and tensors["test_x"].dtype == torch.float32
 
 

@@ -98,6 +98,10 @@ def restore(ctx: RunContext, state: dict[str, Any]) -> int:
     """Put a run back in ``state`` (model, optimizer, random numbers, record); returns the first epoch to train."""
     load_model(ctx.model, state, ctx.run_dir)
     ctx.optimizer.load_state_dict(state["optimizer"])
+    if ctx.device.type != "cuda":  # a checkpoint of a CUDA-graph run: its optimizer was capturable, not here
+        for group in ctx.optimizer.param_groups:
+            if "capturable" in group:
+                group["capturable"] = False
     ctx.result = RunResult.from_dict(state["result"], "checkpoint")
     restore_rng_states(state["rng"])
     return state["epoch"] + 1

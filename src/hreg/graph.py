@@ -19,6 +19,7 @@ next epoch, as the eager loop would have trained it (up to float rounding).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -44,19 +45,22 @@ class EpochGraph:
         self.order = order.clone()
         before = {id(t): t.detach().clone() for t in state()}
         rng = torch.cuda.get_rng_state(device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            run(self.order)  # warm-up: optimizer state, allocator, cuBLAS workspaces
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.sums = run(self.order)
-        with torch.no_grad():  # undo the warm-up: back to the state before it
-            for tensor in state():
-                saved = before.get(id(tensor))
-                tensor.copy_(saved) if saved is not None else tensor.zero_()
-        torch.cuda.set_rng_state(rng, device)
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "capturable=True but not captured": this step is the warm-up
+                run(self.order)  # warm-up: optimizer state, allocator, cuBLAS workspaces
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.sums = run(self.order)
+        finally:
+            with torch.no_grad():  # undo the warm-up: back to the state before it (a failed capture too)
+                for tensor in state():
+                    saved = before.get(id(tensor))
+                    tensor.copy_(saved) if saved is not None else tensor.zero_()
+            torch.cuda.set_rng_state(rng, device)
 
     def __call__(self, order: torch.Tensor) -> torch.Tensor:
         """One epoch over ``order``; the returned sums are the graph's own buffer (read them before the next)."""
