@@ -65,12 +65,19 @@ class AugmentSettings:
         return self.affine or self.elastic or self.noise_sigma > 0
 
 
-def _gaussian_kernels(sigmas: torch.Tensor) -> torch.Tensor:
-    """One normalised 1-D Gaussian per sigma (pixels), zero-padded to the widest: (len(sigmas), width)."""
-    radius = max(1, math.ceil(3 * float(sigmas.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=sigmas.dtype, device=sigmas.device)
-    kernels = torch.exp(-0.5 * (offsets[None, :] / sigmas[:, None].clamp_min(1e-3)) ** 2)
-    return kernels / kernels.sum(dim=1, keepdim=True)
+def _smoothing_matrices(sigmas: torch.Tensor, size: int) -> torch.Tensor:
+    """(len(sigmas), size, size): M @ v is v convolved with a normalised Gaussian (3 sigma wide), zero-padded.
+
+    Smoothing a field as ``M_h @ field @ M_w.T`` is the separable Gaussian blur as two small
+    matrix products, each member with its own sigma, and far faster than ``conv2d`` on a CPU.
+    """
+    offsets = torch.arange(size, dtype=sigmas.dtype, device=sigmas.device)
+    distance = offsets[:, None] - offsets[None, :]
+    radius = torch.ceil(3 * sigmas).view(-1, 1, 1)
+    weights = torch.exp(-0.5 * (distance / sigmas.view(-1, 1, 1).clamp_min(1e-3)) ** 2) * (distance.abs() <= radius)
+    taps = torch.arange(-size, size + 1, dtype=sigmas.dtype, device=sigmas.device)
+    norm = (torch.exp(-0.5 * (taps / sigmas.view(-1, 1).clamp_min(1e-3)) ** 2) * (taps.abs() <= radius.view(-1, 1))).sum(1)
+    return weights / norm.view(-1, 1, 1)
 
 
 class BatchAugment:
@@ -90,9 +97,9 @@ class BatchAugment:
         """The same transform for a subset of the members (a stack that lost some)."""
         return BatchAugment([self.settings[i] for i in members])
 
-    def _tensors(self, device: torch.device) -> None:
+    def _tensors(self, device: torch.device, h: int, w: int) -> None:
         """Per-member strengths as tensors on ``device`` (made once), for the members each transform touches."""
-        if self._on == device:
+        if self._on == (device, h, w):
             return
         s = self.settings
 
@@ -110,17 +117,14 @@ class BatchAugment:
         self.zoom_low = column([x.scale[0] for x in moved])
         self.zoom_span = column([x.scale[1] - x.scale[0] for x in moved])
         self.per_image = torch.tensor([x.per_image for x in moved], device=device)
-        self.alpha = column([x.elastic_alpha for x in moved])
-        # Per distinct elastic sigma: its Gaussian and the moved members that use it.
-        sigmas = sorted({x.elastic_sigma for x in moved if x.elastic})
-        self.smoothing = [
-            (_gaussian_kernels(column([sigma]))[0],
-             torch.tensor([i for i, x in enumerate(moved) if x.elastic and x.elastic_sigma == sigma], device=device))
-            for sigma in sigmas
-        ]
+        self.alpha = column([x.elastic_alpha for x in moved])  # 0 for a member without elastic distortion
+        self.any_elastic = any(x.elastic for x in moved)
+        sigmas = column([x.elastic_sigma for x in moved])
+        self.smooth_h = _smoothing_matrices(sigmas, h).view(-1, 1, 1, h, h)
+        self.smooth_w_t = _smoothing_matrices(sigmas, w).transpose(1, 2).view(-1, 1, 1, w, w)
         self.noise = column([x.noise_sigma for x in s])
         self.any_noise = any(x.noise_sigma > 0 for x in s)
-        self._on = device
+        self._on = (device, h, w)
 
     def _draw(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Uniform draws in [0, 1), one set per image; a per-batch member's images share its first image's."""
@@ -145,20 +149,14 @@ class BatchAugment:
         ys = ((torch.arange(h, device=device) * 2 + 1) / h - 1)[:, None]
         dx, dy = xs - shift_x[..., None, None], ys - shift_y[..., None, None]
         grid = torch.stack([cos * dx + sin * dy, cos * dy - sin * dx], dim=-1)
-        if self.smoothing:
+        if self.any_elastic:
             grid = grid + self._elastic_field(k, b, h, w, device)
         return grid
 
     def _elastic_field(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Displacements (k, b, h, w, 2) in grid units: uniform noise smoothed per member's sigma, times alpha."""
         field = 2 * self._draw((k, b, 2, h, w), device) - 1
-        smooth = torch.zeros_like(field)
-        for kernel, members in self.smoothing:
-            width = kernel.numel()
-            part = field.index_select(0, members).reshape(-1, 1, h, w)
-            part = F.conv2d(part, kernel.view(1, 1, width, 1), padding=(width // 2, 0))
-            part = F.conv2d(part, kernel.view(1, 1, 1, width), padding=(0, width // 2))
-            smooth = smooth.index_copy(0, members, part.view(len(members), b, 2, h, w))
+        smooth = self.smooth_h @ field @ self.smooth_w_t  # the Gaussian blur of each member's own sigma
         pixels = self.alpha.view(k, 1, 1, 1, 1) * smooth  # displacement in pixels; the grid's side is 2
         return torch.stack([pixels[:, :, 0] * (2 / w), pixels[:, :, 1] * (2 / h)], dim=-1)
 
@@ -166,7 +164,7 @@ class BatchAugment:
         single = x.dim() == 4
         if single:
             x = x.unsqueeze(0)
-        self._tensors(x.device)
+        self._tensors(x.device, *x.shape[-2:])
         if self.moved:
             k, b, c, h, w = len(self.moved), *x.shape[1:]
             grid = self._grid(k, b, h, w, x.device)
