@@ -45,7 +45,8 @@ def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed", result["status"]
     events = sum(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*"))
-    return {"process_s": process_s, "loop_s": result["wall_time_s"], "events_mb": events / 1e6}
+    return {"process_s": process_s, "loop_s": result["wall_time_s"], "events_mb": events / 1e6,
+            "val_acc": result["final"]["val_acc"]}
 
 
 def main() -> None:
@@ -65,10 +66,10 @@ def main() -> None:
                 print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     print(f"{args.repeats} runs each, alternating, `train.py {' '.join(base)}`:")
-    print("| variant | median process wall (s) | median training loop (s) | event files (MB) |")
-    print("|---|---|---|---|")
+    print("| variant | median process wall (s) | median training loop (s) | event files (MB) | final val acc |")
+    print("|---|---|---|---|---|")
     for name, m in medians.items():
-        print(f"| {name} | {m['process_s']:.1f} | {m['loop_s']:.1f} | {m['events_mb']:.2f} |")
+        print(f"| {name} | {m['process_s']:.1f} | {m['loop_s']:.1f} | {m['events_mb']:.2f} | {m['val_acc']:.4f} |")
     if len(medians) == 2:
         first, second = medians.values()
         print(f"first / second: training loop {first['loop_s'] / second['loop_s']:.3f}x; "

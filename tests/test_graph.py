@@ -36,7 +36,7 @@ def test_on_the_cpu_the_option_changes_nothing_and_says_so(tmp_path, caplog):
 def test_a_graphed_run_reaches_the_eager_runs_accuracy(tmp_path, variant):
     results = {}
     for setting in ("true", "false"):
-        cfg = compose_config("epochs=100", "monitor=none", "device=cuda", f"train.cuda_graph={setting}", *variant)
+        cfg = compose_config("epochs=200", "monitor=none", "device=cuda", f"train.cuda_graph={setting}", *variant)
         results[setting] = train(cfg, tmp_path / setting)
     assert abs(results["true"].final["val_acc"] - results["false"].final["val_acc"]) < 0.003, results
 

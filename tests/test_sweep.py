@@ -25,8 +25,10 @@ FIXED = ("regularizer=none", "augment=none", "model/norm=none", "model.dropout=0
 DEPENDENT = {
     "regularizer.lam": ("regularizer", {"l1", "l2"}),
     "augment.noise_sigma": ("augment", {"noise", "noise_affine"}),
-    "augment.degrees": ("augment", {"affine", "noise_affine"}),
-    "augment.translate": ("augment", {"affine", "noise_affine"}),
+    "augment.degrees": ("augment", {"affine", "noise_affine", "elastic_affine"}),
+    "augment.translate": ("augment", {"affine", "noise_affine", "elastic_affine"}),
+    "augment.elastic_alpha": ("augment", {"elastic", "elastic_affine"}),
+    "augment.elastic_sigma": ("augment", {"elastic", "elastic_affine"}),
 }
 
 
@@ -56,7 +58,7 @@ def test_dependent_parameters_are_sampled_exactly_where_they_apply():
         assert_dependent_parameters_apply(trial.params)
     params = [t.params for t in study.trials]
     assert {p["regularizer"] for p in params} == {"none", "l1", "l2"}
-    assert {p["augment"] for p in params} == {"none", "noise", "affine", "noise_affine"}
+    assert {p["augment"] for p in params} == {"none", "noise", "affine", "noise_affine", "elastic", "elastic_affine"}
     # A parent fixed on the command line (a user attribute, as the plugin sets it) decides for its children.
     trial = study.ask()
     trial.set_user_attr("regularizer", "l2")
