@@ -89,6 +89,7 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
     for _ in range(repeats):
         for name, (k, epoch) in trainers.items():
             samples[name].append(rate(k, epoch))
+            print(f"  {name}: {samples[name][-1]:.1f} model-epochs/s", file=sys.stderr, flush=True)
     single = statistics.median(samples["native run, eager"])
     print(f"\nTraining throughput on {device} ({epochs} epochs a sample, {repeats} samples, medians):\n")
     print("| trained as | model-epochs/s | vs one eager native run |\n|---|---|---|")
@@ -102,9 +103,13 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
 
 
 def timed(args: list[str], cwd: Path) -> float:
+    """Wall time of `train.py ARGS`; its lines about stacks (their time, what it went to) are shown."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True,
+                          capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "Launching" in line or ("stack of" in line and " s (training" in line):
+            print("   ", line.split(" - ", 1)[-1], file=sys.stderr)
     return time.perf_counter() - started
 
 

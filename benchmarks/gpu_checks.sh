@@ -20,9 +20,9 @@ hreg-mnist  # verifies the store and builds the normalised cache, so that no tim
 step smoke 60 python3 train.py -m hydra/launcher=stacked seed=0,1,2 epochs=30 device=cuda hydra.sweep.dir=/tmp/smoke
 step tests 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_graph.py
 step bench_run 170 python3 benchmarks/bench_run.py --compare graph --repeats 2 device=cuda
-step throughput 80 python3 benchmarks/bench_stacked.py --parts throughput --device cuda --sizes 1,8,24,64,256 \
-  --epochs 40 --repeats 2
-step study 100 python3 benchmarks/bench_stacked.py --parts study --device cuda --study-epochs 1000 --repeats 1 \
+step throughput 70 python3 benchmarks/bench_stacked.py --parts throughput --device cuda --sizes 1,24,64 \
+  --epochs 20 --repeats 1
+step study 110 python3 benchmarks/bench_stacked.py --parts study --device cuda --study-epochs 1000 --repeats 1 \
   --launchers stacked
 step search 200 python3 benchmarks/bench_stacked.py --parts search --device cuda --search-trials 40 \
   --search-epochs 1000 --search-jobs 20

@@ -5,6 +5,9 @@ Only runs with ``monitor=tensorboard`` import this module (and TensorBoard).
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -15,6 +18,32 @@ from torch.utils.tensorboard import SummaryWriter
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
 from hreg.model import MLP
+
+
+def device_histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, Any]:
+    """TensorBoard's histogram of ``values`` over ``edges`` (its 'tensorflow' buckets), counted where they are.
+
+    The same histogram as ``torch.utils.tensorboard.summary.make_histogram`` (tested), whose
+    ``np.histogram`` needs the values on the host: on a GPU, counting there and copying back
+    1,500 counts beats copying and sorting 235,000 input gradients on the CPU; on a CPU NumPy
+    is faster, and the monitor keeps ``add_histogram`` there.
+    """
+    v = values.detach().reshape(-1).to(torch.float64)
+    bins = len(edges) - 1
+    index = torch.bucketize(v, edges, right=True) - 1  # np.histogram's [e_i, e_i+1), the last bin closed
+    index = torch.where(v == edges[-1], bins - 1, index)
+    counts = torch.bincount(index[(index >= 0) & (index < bins)], minlength=bins)
+    low, high, total, squares = torch.stack([v.min(), v.max(), v.sum(), v.dot(v)]).tolist()
+    counts = counts.cpu().numpy()
+    limits = edges.cpu().numpy()
+    # The support of the histogram, and one empty bucket left of it (TensorBoard keeps right limits only).
+    filled = np.flatnonzero(counts)
+    start, end = int(filled[0]), int(filled[-1]) + 1
+    counts = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
+    return {
+        "min": low, "max": high, "num": v.numel(), "sum": total, "sum_squares": squares,
+        "bucket_limits": limits[start : end + 1].tolist(), "bucket_counts": counts.tolist(),
+    }
 
 
 def snapshot_epochs(epochs: int, count: int) -> set[int]:
@@ -77,6 +106,7 @@ class TensorBoardMonitor(Hook):
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
         self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
+        self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64, device=ctx.device)
         self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
         self.probe = probe_set(ctx.data)
         if first_epoch == 1:
@@ -89,7 +119,7 @@ class TensorBoardMonitor(Hook):
             random_model = instantiate(ctx.cfg.model).to(ctx.device)
         entropy = prediction_entropy(random_model, self.probe.x)
         ctx.result.set_extra("random_model_entropy", entropy.mean().item())
-        self.writer.add_histogram("entropy/random_model", entropy, 0)
+        self._histogram("entropy/random_model", entropy, 0)
         self.writer.add_scalar("entropy/random_model_mean", entropy.mean(), 0)
         self.writer.add_scalar("entropy/max_log10", MAX_ENTROPY, 0)
 
@@ -114,14 +144,20 @@ class TensorBoardMonitor(Hook):
         w = self.writer
         model = ctx.model
         for name, layer in model.linear_layers().items():
-            w.add_histogram(f"weights/{name}", layer.weight.detach(), epoch)
+            self._histogram(f"weights/{name}", layer.weight.detach(), epoch)
         batch = ctx.data.train
         size = ctx.cfg.data.batch_size
         for name, grad in input_gradients(model, batch.x[:size], batch.y[:size]).items():
-            w.add_histogram(f"input_grad/{name}", grad, epoch)
+            self._histogram(f"input_grad/{name}", grad, epoch)
         entropy = prediction_entropy(model, self.probe.x)
-        w.add_histogram("entropy/model", entropy, epoch)
+        self._histogram("entropy/model", entropy, epoch)
         w.add_scalar("entropy/model_mean", entropy.mean(), epoch)
+
+    def _histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        if values.is_cuda:
+            self.writer.add_histogram_raw(tag, **device_histogram(values, self.edges), global_step=step)
+        else:
+            self.writer.add_histogram(tag, values, step)
 
     def on_end(self, ctx: RunContext) -> None:
         if self.writer is None:

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ class StackedLaunch:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         devices = {}
         with exit_on_error("hreg"):  # every job's mistakes before anything trains
@@ -148,8 +150,8 @@ class StackedLaunch:
             return []
         max_members = self.max_members or default_max_members(devices[jobs[0].index], splits=3)
         stacks = plan_stacks(keys, max_members)
-        log.info("Launching %d jobs as %d stacks (%s)", len(jobs), len(stacks),
-                 ", ".join(str(len(s)) for s in stacks))
+        log.info("Launching %d jobs as %d stacks (%s); their configs composed in %.1f s", len(jobs), len(stacks),
+                 ", ".join(str(len(s)) for s in stacks), time.perf_counter() - started)
         torch.set_num_threads(cpu_cores())
         returns: dict[int, JobReturn] = {}
         for members in stacks:

@@ -152,7 +152,7 @@ class StackedMLP:
     # --- members in and out --------------------------------------------------------------------
 
     @torch.no_grad()
-    def write_member(self, k: int, model: MLP, batches: int) -> None:
+    def write_member(self, k: int, model: MLP, batches: torch.Tensor) -> None:
         """Member k's weights and statistics into ``model`` (an MLP of the same architecture);
         ``batches``: how many batches it has trained (BatchNorm's ``num_batches_tracked``)."""
         for i, layer in enumerate(model.linear_layers().values()):
@@ -164,7 +164,7 @@ class StackedMLP:
             if self.norm == "batchnorm":
                 layer.running_mean.copy_(self.running_mean[i][k])
                 layer.running_var.copy_(self.running_var[i][k])
-                layer.num_batches_tracked.fill_(batches)
+                layer.num_batches_tracked.copy_(batches)
 
     def keep(self, members: torch.Tensor) -> None:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""

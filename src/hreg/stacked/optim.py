@@ -58,6 +58,7 @@ class StackedOptimizer:
         self.weight_decay = column([s["weight_decay"] for s in settings])
         if self.kind == "torch.optim.SGD":
             self.momentum = column([s["momentum"] for s in settings])
+            self.has_momentum = [s["momentum"] > 0 for s in settings]
         else:
             self.beta1 = column([s["betas"][0] for s in settings])
             self.beta2 = column([s["betas"][1] for s in settings])
@@ -110,6 +111,8 @@ class StackedOptimizer:
         for name in ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps"):
             if hasattr(self, name):
                 setattr(self, name, getattr(self, name)[members])
+        if hasattr(self, "has_momentum"):
+            self.has_momentum = [self.has_momentum[i] for i in members.tolist()]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -121,10 +124,10 @@ class StackedOptimizer:
         for i, p in enumerate(own):
             state: dict[str, Any]
             if self.kind == "torch.optim.SGD":
-                state = {"momentum_buffer": self.state[0][i][k].clone() if self.momentum[k] > 0 else None}
+                state = {"momentum_buffer": self.state[0][i][k].clone() if self.has_momentum[k] else None}
             else:
                 state = {
-                    "step": torch.tensor(float(self.steps.item())),
+                    "step": self.steps.detach().clone(),  # on the device: no synchronisation here
                     "exp_avg": self.state[0][i][k].clone(),
                     "exp_avg_sq": self.state[1][i][k].clone(),
                 }
