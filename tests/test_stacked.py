@@ -21,7 +21,7 @@ from torch import nn
 from hreg import checkpoint
 from hreg.build import build_context, build_hooks
 from hreg.loop import train_epoch
-from hreg.metrics import evaluate_all
+from hreg.metrics import evaluate_all, probe
 from hreg.model import MLP
 from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
@@ -106,6 +106,29 @@ def test_a_member_trained_in_the_native_loops_batch_order_reaches_the_native_loo
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=2e-3), key
 
+
+
+def test_a_stack_probes_each_member_as_the_native_monitor_probes_its_model(tmp_path):
+    """Snapshots are taken for the whole stack in one pass: the same input gradients and entropies as
+    each member's own model gives, and nothing in the stack's training state changes."""
+    ctxs = [build_context(compose_config("monitor=none", "model/norm=batchnorm", f"seed={i}", f"data.seed={i % 2}",
+                                         "data.train_fraction=0.01"), tmp_path / str(i)) for i in range(3)]
+    stack = Stack([Member(str(i), ctx, []) for i, ctx in enumerate(ctxs)])
+    stack.train_epoch()
+
+    def state() -> list[torch.Tensor]:
+        return [*stack.model.parameters(), *stack.model.buffers(), *(p.grad for p in stack.model.parameters())]
+
+    before = [t.clone() for t in state()]
+    for position, member in enumerate(stack.members):
+        stack.write_member(position)
+        got, expected = member.ctx.probe(), probe(member.ctx.model, member.ctx.data, 300)
+        assert got.input_grads.keys() == expected.input_grads.keys() == {"fc1", "fc2", "fc3", "fc4"}
+        for name, grad in expected.input_grads.items():
+            assert grad.abs().max() > 0
+            assert torch.allclose(got.input_grads[name], grad, rtol=1e-4, atol=1e-6 * grad.abs().max()), name
+        assert torch.allclose(got.entropy, expected.entropy, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, state(), strict=True))
 
 # --- equivalence on real MNIST, as a study would see it ------------------------------------------------------
 

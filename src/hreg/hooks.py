@@ -9,6 +9,7 @@ the run by raising a ``StopRun`` subclass, whose ``status`` the record keeps.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from hreg.augment import Augment
 from hreg.data import Splits
+from hreg.metrics import Probe, probe
 from hreg.regularizer import WeightPenalty
 from hreg.result import RunResult, Status
 
@@ -58,6 +60,15 @@ class RunContext:
     #: The job's Hydra config (the ``hydra`` node, as ``HydraConfig.get()`` gives it), for the hooks that
     #: talk to a sweeper; None outside Hydra (``hreg-resume``, tests).
     hydra: DictConfig | None = None
+    #: How the engine measures the model for a snapshot when it holds the weights elsewhere (the stacked
+    #: engine probes all its members at once); None: ``metrics.probe`` of ``model``.
+    prober: Callable[[], Probe] | None = None
+
+    def probe(self) -> Probe:
+        """The model's input gradients and prediction entropy, as the engine measures them."""
+        if self.prober is not None:
+            return self.prober()
+        return probe(self.model, self.data, self.cfg.data.batch_size)
 
 
 class Hook:

@@ -1,4 +1,4 @@
-"""What a run measures about its model: losses and accuracies, weights, prediction entropy.
+"""What a run measures about its model: losses and accuracies, weights, prediction entropy, input gradients.
 
 Evaluation always runs in eval mode under no_grad (Dropout off, BatchNorm on
 its running statistics), on whole splits, and restores the caller's mode. These
@@ -8,12 +8,14 @@ numbers go into the result file; the TensorBoard hook (monitor.py) draws on them
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hreg.data import Split, Splits
+from hreg.model import MLP
 
 EVAL_CHUNK = 20000  # rows per forward pass in evaluation: bounds memory on big splits
 #: A weight counts as "near zero" below this magnitude (what L1 drives weights to).
@@ -78,3 +80,56 @@ def probe_set(data: Splits) -> Split:
     """The fixed set on which entropies are measured: the first PROBE_SIZE validation images."""
     source = data.val if len(data.val) else data.test
     return Split(source.x[:PROBE_SIZE], source.y[:PROBE_SIZE])
+
+
+def input_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """d(cross-entropy)/d(input) of each Linear layer, on one batch, in train mode.
+
+    Looking changes nothing in training: the train/eval mode, BatchNorm running
+    statistics and the random-number state are restored; parameter gradients
+    are cleared, as every optimiser step clears them anyway.
+    """
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_input(name: str):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            args[0].retain_grad()
+            inputs[name] = args[0]
+
+        return hook
+
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    handles = [layer.register_forward_pre_hook(keep_input(name)) for name, layer in model.linear_layers().items()]
+    devices = [x.device] if x.device.type == "cuda" else []
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model.train()
+            F.cross_entropy(model(x.clone().requires_grad_()), y).backward()
+        return {name: inp.grad.detach().clone() for name, inp in inputs.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+
+
+@dataclass
+class Probe:
+    """What a histogram snapshot measures of a model beyond its weights."""
+
+    #: d(cross-entropy)/d(input) of each Linear layer (``fc1`` ...) on the first training batch, in train mode.
+    input_grads: dict[str, torch.Tensor]
+    #: Prediction entropy (nats) of each image of the probe set, in eval mode.
+    entropy: torch.Tensor
+
+
+def probe(model: MLP, data: Splits, batch_size: int) -> Probe:
+    """The model's snapshot measurements: input gradients on the first ``batch_size`` training images
+    (unaugmented), entropy on the probe set."""
+    train = data.train
+    return Probe(input_gradients(model, train.x[:batch_size], train.y[:batch_size]),
+                 prediction_entropy(model, probe_set(data).x))

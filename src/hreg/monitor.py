@@ -9,15 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
-from hreg.model import MLP
 
 
 def device_histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, Any]:
@@ -51,41 +48,6 @@ def snapshot_epochs(epochs: int, count: int) -> set[int]:
     if count <= 1:
         return {epochs}
     return {round(1 + i * (epochs - 1) / (count - 1)) for i in range(count)}
-
-
-def input_gradients(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """d(cross-entropy)/d(input) of each Linear layer, on one batch, in train mode.
-
-    Looking changes nothing in training: the train/eval mode, BatchNorm running
-    statistics and the random-number state are restored; parameter gradients
-    are cleared, as every optimiser step clears them anyway.
-    """
-    inputs: dict[str, torch.Tensor] = {}
-
-    def keep_input(name: str):
-        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            args[0].retain_grad()
-            inputs[name] = args[0]
-
-        return hook
-
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    handles = [layer.register_forward_pre_hook(keep_input(name)) for name, layer in model.linear_layers().items()]
-    devices = [x.device] if x.device.type == "cuda" else []
-    was_training = model.training
-    try:
-        with torch.random.fork_rng(devices=devices):
-            model.train()
-            F.cross_entropy(model(x.clone().requires_grad_()), y).backward()
-        return {name: inp.grad.detach().clone() for name, inp in inputs.items()}
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
 
 
 class TensorBoardMonitor(Hook):
@@ -141,17 +103,13 @@ class TensorBoardMonitor(Hook):
             self._snapshot(ctx, epoch)
 
     def _snapshot(self, ctx: RunContext, epoch: int) -> None:
-        w = self.writer
-        model = ctx.model
-        for name, layer in model.linear_layers().items():
+        for name, layer in ctx.model.linear_layers().items():
             self._histogram(f"weights/{name}", layer.weight.detach(), epoch)
-        batch = ctx.data.train
-        size = ctx.cfg.data.batch_size
-        for name, grad in input_gradients(model, batch.x[:size], batch.y[:size]).items():
+        probe = ctx.probe()
+        for name, grad in probe.input_grads.items():
             self._histogram(f"input_grad/{name}", grad, epoch)
-        entropy = prediction_entropy(model, self.probe.x)
-        self._histogram("entropy/model", entropy, epoch)
-        w.add_scalar("entropy/model_mean", entropy.mean(), epoch)
+        self._histogram("entropy/model", probe.entropy, epoch)
+        self.writer.add_scalar("entropy/model_mean", probe.entropy.mean(), epoch)
 
     def _histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         if values.is_cuda:

@@ -22,10 +22,11 @@ goes on without it (its rows are dropped: it costs nothing more).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +37,7 @@ from hreg.data import Splits
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.graph import EpochGraph
 from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
-from hreg.metrics import SPLITS
+from hreg.metrics import PROBE_SIZE, SPLITS, Probe, probe_set
 from hreg.progress import Progress
 from hreg.result import Status
 from hreg.stacked.model import StackedMLP
@@ -96,6 +97,10 @@ class Stack:
         self.train_size = len(self.splits[0].train)
         self.image_shape = tuple(self.splits[0].train.x.shape[1:])
 
+        self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member)
+        for member in self.members:
+            member.ctx.prober = functools.partial(self.probe, member)
+
     def _column(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=self.device)
 
@@ -124,6 +129,7 @@ class Stack:
 
     def train_epoch(self) -> list[EpochStats]:
         """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
+        self._probes = None
         rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
         batches = len(batch_bounds(self.train_size, self.batch_size))
         if not self.graphed:
@@ -158,13 +164,26 @@ class Stack:
 
     # --- evaluation ------------------------------------------------------------------------------
 
+    def _by_split(self) -> Iterator[tuple[Splits, torch.Tensor]]:
+        """Each distinct split with the positions of the members (still training) that use it."""
+        for i, splits in enumerate(self.splits):
+            members = (self.split_of == i).nonzero().flatten()
+            if len(members):
+                yield splits, members
+
+    def _chunk(self) -> int:
+        return EVAL_CHUNK.get(self.device.type, EVAL_CHUNK["cpu"])
+
+    def _logits(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits (M, N, classes) of the members on the images x (N, ...)."""
+        return torch.cat([self.model.predict_shared(xs, members) for xs in x.flatten(1).split(self._chunk())], dim=1)
+
     def _loss_and_accuracy(self, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """(2, M): mean cross-entropy and accuracy of the members on the images x (N, ...) in eval mode."""
         if len(y) == 0:
             return torch.full((2, len(members)), math.nan, device=self.device)
         total = torch.zeros(2, len(members), device=self.device)
-        chunk = EVAL_CHUNK.get(self.device.type, EVAL_CHUNK["cpu"])
-        for xs, ys in zip(x.flatten(1).split(chunk), y.split(chunk)):
+        for xs, ys in zip(x.flatten(1).split(self._chunk()), y.split(self._chunk())):
             logits = self.model.predict_shared(xs, members)
             target = ys.expand(len(members), -1)
             total[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(dim=1)
@@ -176,10 +195,7 @@ class Stack:
         """Loss and accuracy of every member on its train and val splits and on the test set."""
         table = torch.zeros(len(self), len(SPLITS), 2, device=self.device)
         everyone = torch.arange(len(self), device=self.device)
-        for i, splits in enumerate(self.splits):
-            members = (self.split_of == i).nonzero().flatten()
-            if len(members) == 0:
-                continue
+        for splits, members in self._by_split():
             for j, name in enumerate(SPLITS[:2]):
                 split = getattr(splits, name)
                 table[members, j] = self._loss_and_accuracy(split.x, split.y, members).T
@@ -189,6 +205,42 @@ class Stack:
             {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
             for member in table.tolist()
         ]
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    def probe(self, member: Member) -> Probe:
+        """``member``'s snapshot measurements (``RunContext.probe``), taken for every member at once."""
+        if self._probes is None:
+            self._probes = {id(m): p for m, p in zip(self.members, self._probe_all())}
+        return self._probes[id(member)]
+
+    def _probe_all(self) -> list[Probe]:
+        """Every member's input gradients and entropy, as ``metrics.probe`` measures one model's.
+
+        The gradients come from one forward and backward pass of the stack in train mode on each
+        member's first training batch (unaugmented); BatchNorm statistics and the random state are
+        restored, and no parameter gradient is touched. Entropies come from one evaluation pass.
+        """
+        k, size = len(self), min(self.batch_size, self.train_size)
+        rows = (torch.arange(size, device=self.device) + self.train_size * self.split_of.unsqueeze(1)).reshape(-1)
+        x = self.train_x.index_select(0, rows).view(k, size, -1).requires_grad_()
+        y = self.train_y.index_select(0, rows).view(k, size)
+        saved = [b.clone() for b in self.model.buffers()]
+        inputs: list[torch.Tensor] = []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            logits = self.model.forward(x, training=True, inputs=inputs)
+            loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1).sum()
+            grads = torch.autograd.grad(loss, inputs)
+        with torch.no_grad():
+            for buffer, value in zip(self.model.buffers(), saved):
+                buffer.copy_(value)
+        entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
+        with torch.no_grad():
+            for splits, members in self._by_split():
+                log_p = torch.log_softmax(self._logits(probe_set(splits).x, members), dim=-1)
+                entropy[members] = -(log_p.exp() * log_p).sum(dim=-1)
+        names = list(self.members[0].ctx.model.linear_layers())
+        return [Probe({name: g[m].detach() for name, g in zip(names, grads)}, entropy[m]) for m in range(k)]
 
     # --- members in and out ------------------------------------------------------------------------
 

@@ -109,9 +109,12 @@ class StackedMLP:
             mean, var = p.running_mean[i].unsqueeze(1), p.running_var[i].unsqueeze(1)
         return (h - mean) * torch.rsqrt(var + self.eps) * gain + shift
 
-    def _layers(self, h: torch.Tensor, p: _Weights, training: bool, first_done: bool = False) -> torch.Tensor:
+    def _layers(self, h: torch.Tensor, p: _Weights, training: bool, first_done: bool = False,
+                inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
         last = len(p.weights) - 1
         for i, (w, b) in enumerate(zip(p.weights, p.biases)):
+            if inputs is not None:
+                inputs.append(h)
             if not (i == 0 and first_done):
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if i == last:
@@ -128,13 +131,17 @@ class StackedMLP:
         if len(self.dropped) == len(self):
             keep = 1 - self.dropout.view(-1, 1, 1)
             return h * (torch.rand_like(h) < keep) / keep
-        part = h.index_select(0, self.dropped)
         keep = 1 - self.dropout[self.dropped].view(-1, 1, 1)
-        return h.index_copy(0, self.dropped, part * (torch.rand_like(part) < keep) / keep)
+        scale = torch.ones_like(h)  # 1 for the members without dropout, which draw nothing
+        scale[self.dropped] = (torch.rand(len(keep), *h.shape[1:], device=h.device) < keep) / keep
+        return h * scale
 
-    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """Logits (K, B, classes) of member k for its own images x[k]: x is (K, B, features)."""
-        return self._layers(x, self._slices(None), training)
+    def forward(self, x: torch.Tensor, training: bool, inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits (K, B, classes) of member k for its own images x[k]: x is (K, B, features).
+
+        ``inputs``, when given, receives each Linear layer's input (K, B, in), for their gradients.
+        """
+        return self._layers(x, self._slices(None), training, inputs=inputs)
 
     @torch.no_grad()
     def predict_shared(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
