@@ -28,4 +28,18 @@ def build_device(cfg: DictConfig) -> torch.device:
         raise ConfigError("device", "cuda", "no CUDA GPU is visible here; use device=cpu or device=auto")
     if name == "mps" and not _mps_available():
         raise ConfigError("device", "mps", "no Apple MPS device is available here; use device=cpu or device=auto")
+    if name == "cpu":
+        flush_denormals()
     return torch.device(name)
+
+
+def flush_denormals() -> None:
+    """Compute numbers below float32's smallest normal (1.2e-38) as zero on the CPU.
+
+    Adam's moment estimates of a dead ReLU unit decay geometrically, and so do
+    weights under an L2 penalty; after a few hundred epochs thousands of them
+    are denormal, and x86 arithmetic on denormals is many times slower (measured:
+    epochs 140-200 of a stack took 2-4x as long as epochs 1-140). Flushing them
+    is what GPUs do by default; what it changes is below any precision training sees.
+    """
+    torch.set_flush_denormal(True)
