@@ -3,6 +3,7 @@
 ``--compare logging`` (default): `python train.py` against `python train.py monitor=none`;
 ``--compare graph``: the epoch as a CUDA graph (`train.cuda_graph=true`) against the eager
 loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
+``--compare engine``: hreg's own loop against the Lightning engine (`engine=lightning`);
 ``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run.
 
 The two variants run alternately, REPEATS times each, in fresh processes, and it prints
@@ -10,7 +11,7 @@ the medians: the whole process (start-up, data, training, evaluation, logging) a
 training loop alone (result.json's wall_time_s), their ratio, and the size of a run's
 event files. Alternating makes the ratio fair on a shared, noisy machine.
 
-    .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|startup] [--repeats 5] [--epochs 1000]
+    .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|engine|startup] [--repeats 5] [--epochs 1000]
         [extra overrides...]
 """
 
@@ -30,6 +31,7 @@ COMPARISONS = {
     "logging": {"logging on (default)": [], "logging off (monitor=none)": ["monitor=none"]},
     "graph": {"CUDA graph (train.cuda_graph=true)": ["train.cuda_graph=true"],
               "eager loop (train.cuda_graph=false)": ["train.cuda_graph=false"]},
+    "engine": {"native engine (default)": [], "Lightning engine (engine=lightning)": ["engine=lightning"]},
     "startup": {"start-up (monitor=none device=cpu, with --epochs 1)": ["monitor=none", "device=cpu"]},
 }
 

@@ -31,7 +31,7 @@ def options(*, presets: bool) -> list:
 def test_the_lists_cover_conf():
     groups = {param.values[0] for param in options(presets=False) + options(presets=True)}
     assert groups == {"data", "model", "model/norm", "regularizer", "augment", "optimizer", "device", "monitor",
-                      "experiment", "variant", "debug"}
+                      "engine", "experiment", "variant", "debug"}
 
 
 @pytest.mark.parametrize("group, option", options(presets=False))

@@ -17,13 +17,14 @@ SNAPSHOTS = 4
 LAYERS = ["fc1", "fc2", "fc3", "fc4"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The same short run, unregularized and with a strong L1 penalty."""
+@pytest.fixture(scope="module", params=["native", "lightning"])
+def runs(request, tmp_path_factory):
+    """The same short run, unregularized and with a strong L1 penalty, trained by each engine."""
     out = {}
     for name, overrides in {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"]}.items():
         run_dir = tmp_path_factory.mktemp(name)
-        cfg = compose_config(f"epochs={EPOCHS}", "eval_every=4", f"monitor.histograms={SNAPSHOTS}", *overrides)
+        cfg = compose_config(f"epochs={EPOCHS}", "eval_every=4", f"monitor.histograms={SNAPSHOTS}",
+                             f"engine={request.param}", *overrides)
         out[name] = (run_dir, train(cfg, run_dir), events(run_dir))
     return out
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hreg.data import MNIST_TRAIN_SIZE, train_size
 from hreg.device import NAMES as DEVICES
+from hreg.engine import ENGINES
 from hreg.errors import ConfigError
 from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES
@@ -82,6 +83,7 @@ RULES = [
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
     Rule("device.name", *_one_of(DEVICES)),
+    Rule("engine.name", *_one_of(ENGINES)),
     Rule("train.cuda_graph", "one of auto, true, false", lambda v: v in ("auto", True, False)),
 ]
 

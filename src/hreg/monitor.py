@@ -67,7 +67,8 @@ class TensorBoardMonitor(Hook):
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
-        self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
+        if self.writer is None:  # an engine with a writer of its own (Lightning's logger) sets it first
+            self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
         self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64, device=ctx.device)
         self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
         self.probe = probe_set(ctx.data)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from hreg.build import build_context, build_hooks, resume_from_checkpoint
 from hreg.config import validate
 from hreg.errors import RunInterrupted
-from hreg.loop import fit
+from hreg.engine import fit
 from hreg.result import RunResult, Status
 from hreg.rundir import RunDirLock
 

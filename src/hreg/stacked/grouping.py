@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from hreg.engine import engine_name
 from hreg.stacked.optim import stackable
 
 MODEL = "hreg.model.MLP"
@@ -54,7 +55,7 @@ def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
     if cfg.augment.get("_target_") != AUGMENT or not stackable(cfg.optimizer):
         return None
     norm = _norm_key(model.get("norm"))
-    if norm is False or cfg.get("engine", {}).get("name", "native") != "native":
+    if norm is False or engine_name(cfg) != "native":
         return None
     return (
         model.in_features, tuple(model.hidden), model.num_classes, norm,

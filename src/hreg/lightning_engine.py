@@ -1,0 +1,272 @@
+"""The Lightning engine (``engine=lightning``): a run trained by Lightning's Trainer.
+
+Nothing is built twice: ``build.build_context`` makes the model, penalty,
+augmentation, optimizer and splits exactly as for the native loop, and this
+module hands them to Lightning:
+
+- ``MNISTDataModule`` serves the run's splits (3000/57000/10000, already
+  normalised on the device) as DataLoaders: the training split shuffled in
+  batches, the three splits whole for evaluation.
+- ``RegularizedClassifier`` (a LightningModule) trains on cross-entropy plus the
+  weight penalty over (augmented) batches, evaluates whole splits in eval mode,
+  and returns the optimizer of the ``optimizer`` group.
+- The Trainer brings the loop, its progress bar, a TensorBoardLogger into the
+  run directory, ModelCheckpoint (``checkpoints/last.ckpt``, and
+  ``checkpoints/best.ckpt`` on the objective) and EarlyStopping.
+- ``RunRecord`` (a Callback) keeps hreg's run record and calls hreg's hooks
+  where the native loop calls them (``loop.begin_run`` / ``end_epoch`` /
+  ``end_run``): TensorBoard's histograms, entropies and HParams go through the
+  logger's writer with the native run's tags; an Optuna trial hears every
+  evaluation and prunes; a diverged loss or Ctrl-C stops the Trainer cleanly.
+
+Evaluation: Lightning validates every ``eval_every`` epochs
+(``check_val_every_n_epoch``); the first and the last epoch, which the native
+loop also evaluates, are evaluated by the same module code when Lightning
+skips them, so the result file has the same evaluations as a native run's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch.utils.data import DataLoader, TensorDataset
+
+from hreg.checkpoint import CheckpointHook, checkpoint_dir
+from hreg.data import Split, Splits
+from hreg.errors import UserError
+from hreg.hooks import EpochStats, Hook, RunContext, StopRun
+from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, is_eval_epoch
+from hreg.metrics import EVAL_CHUNK, SPLITS
+from hreg.monitor import TensorBoardMonitor
+from hreg.result import Status
+from hreg.stopping import EarlyStopping as NativeEarlyStopping
+from hreg.stopping import deferred_interrupts
+
+# Lightning 2.6 asks torch 2.14's pytree in a deprecated way at every fit: not the user's business.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+
+#: hreg hooks whose work Lightning's own callbacks do here (ModelCheckpoint, EarlyStopping).
+REPLACED_BY_LIGHTNING = (CheckpointHook, NativeEarlyStopping)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """The run's splits as DataLoaders (the tensors already sit on the run's device: no workers)."""
+
+    def __init__(self, splits: Splits, batch_size: int) -> None:
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits.train
+        # As the native loop: a last batch of a single image is dropped (BatchNorm cannot train on it).
+        drop_last = len(batch_bounds(len(train), self.batch_size)) * self.batch_size < len(train)
+        return DataLoader(TensorDataset(train.x, train.y), batch_size=self.batch_size, shuffle=True,
+                          drop_last=drop_last)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """Train, val and test, whole, in that order (``SPLITS``)."""
+        return [_whole(getattr(self.splits, name)) for name in SPLITS]
+
+    def test_dataloader(self) -> DataLoader:
+        return _whole(self.splits.test)
+
+
+def _whole(split: Split) -> DataLoader:
+    return DataLoader(TensorDataset(split.x, split.y), batch_size=EVAL_CHUNK)
+
+
+class RegularizedClassifier(L.LightningModule):
+    """The run's model trained on cross-entropy + its weight penalty, on (augmented) batches."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__()
+        self.model = ctx.model
+        self.penalty = ctx.penalty
+        self.augment = ctx.augment
+        self.hreg_optimizer = ctx.optimizer
+        self.register_buffer("train_sums", torch.zeros(3), persistent=False)  # data loss, penalty, batches
+        self.register_buffer("eval_sums", torch.zeros(len(SPLITS), 3), persistent=False)  # loss, correct, count
+        self.evaluated: dict[str, float] | None = None  # the metrics of this epoch's evaluation, if any
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.hreg_optimizer
+
+    # --- training ----------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums.zero_()
+        self.evaluated = None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.augment is not None:
+            x = self.augment(x)
+        data_loss = F.cross_entropy(self.model(x), y)
+        penalty = self.penalty(self.model)
+        self.train_sums += torch.stack([data_loss.detach(), penalty.detach(), torch.ones_like(data_loss)])
+        loss = data_loss + penalty
+        self.log("train_loss", loss, prog_bar=True, logger=False, on_step=False, on_epoch=True)
+        return loss
+
+    def epoch_stats(self) -> EpochStats:
+        data_loss, penalty, batches = self.train_sums.tolist()
+        return EpochStats(data_loss / batches, penalty / batches)
+
+    # --- evaluation on whole splits ----------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_sums.zero_()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.eval_sums[dataloader_idx] += torch.stack([
+            F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) == y).sum(), logits.new_tensor(len(y))
+        ])
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluated = self._metrics()
+        # For the progress bar, ModelCheckpoint and EarlyStopping; TensorBoard gets them from hreg's monitor.
+        self.log_dict({k: self.evaluated[k] for k in ("val_acc", "val_loss")}, prog_bar=True, logger=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log_dict({"test_loss": F.cross_entropy(logits, y), "test_acc": (logits.argmax(dim=1) == y).float().mean()},
+                      batch_size=len(y))
+
+    def _metrics(self) -> dict[str, float]:
+        metrics = {}
+        for name, (loss, correct, count) in zip(SPLITS, self.eval_sums.tolist()):
+            metrics[f"{name}_loss"] = loss / count if count else math.nan
+            metrics[f"{name}_acc"] = correct / count if count else math.nan
+        return metrics
+
+    @torch.no_grad()
+    def evaluate_now(self, data: MNISTDataModule) -> dict[str, float]:
+        """The validation code outside Lightning's validation loop (an epoch it does not validate)."""
+        was_training = self.training
+        self.eval()
+        self.on_validation_epoch_start()
+        for index, loader in enumerate(data.val_dataloader()):
+            for batch in loader:
+                self.validation_step(batch, 0, index)
+        self.train(was_training)
+        return self._metrics()
+
+
+class RunRecord(Callback):
+    """hreg's bookkeeping at the end of each Lightning epoch: the run record, hreg's hooks, stop requests."""
+
+    def __init__(self, ctx: RunContext, hooks: Sequence[Hook], data: MNISTDataModule) -> None:
+        self.ctx, self.hooks, self.data = ctx, hooks, data
+        self.stop: StopRun | None = None
+        self.started = time.perf_counter()
+        self.stop_request = None
+
+    def on_train_start(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
+        self.started = time.perf_counter()
+        begin_run(self.ctx, self.hooks, 1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
+        cfg, epoch = self.ctx.cfg, trainer.current_epoch + 1
+        metrics = module.evaluated
+        if metrics is None and is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
+            metrics = module.evaluate_now(self.data)
+        try:
+            end_epoch(self.ctx, self.hooks, epoch, module.epoch_stats(), metrics, self.wall_time())
+            if self.stop_request is not None:
+                self.stop_request.check(epoch)
+        except StopRun as stop:
+            self.stop = stop
+            trainer.should_stop = True
+
+    def wall_time(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def build_trainer(ctx: RunContext, record: RunRecord) -> tuple[L.Trainer, EarlyStopping | None]:
+    """A Trainer for the run: the ``engine.trainer`` settings, with the schedule, device, logger and callbacks
+    the rest of the config asks for."""
+    cfg = ctx.cfg
+    mode = "max" if cfg.objective.endswith("_acc") else "min"
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(ctx.run_dir), filename="best", monitor=cfg.objective,
+                                  mode=mode, save_last=True, save_top_k=1, auto_insert_metric_name=False,
+                                  enable_version_counter=False)
+    callbacks: list[Callback] = [record, checkpoints]
+    stopping = None
+    if cfg.early_stopping.patience:
+        stopping = EarlyStopping(monitor=cfg.objective, mode=mode, patience=cfg.early_stopping.patience)
+        callbacks.append(stopping)
+    monitored = any(isinstance(hook, TensorBoardMonitor) for hook in record.hooks)
+    settings = dict(cfg.engine.trainer)
+    settings.setdefault("accelerator", "gpu" if ctx.device.type == "cuda" else ctx.device.type)
+    settings.setdefault("log_every_n_steps", 1)  # only the progress bar reads per-step values
+    try:
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            check_val_every_n_epoch=cfg.eval_every,
+            num_sanity_val_steps=0,
+            logger=TensorBoardLogger(save_dir=str(ctx.run_dir), name="", version="", default_hp_metric=False)
+            if monitored else False,
+            callbacks=callbacks,
+            **settings,
+        )
+    except (TypeError, ValueError, MisconfigurationException) as error:  # a setting Lightning refuses
+        raise UserError(f"engine.trainer: {error}") from None
+    return trainer, stopping
+
+
+def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
+    """Train ``ctx`` with Lightning; the same record and hook calls as ``loop.fit``."""
+    # Lightning's lines once, formatted like every other line of the run (its own handlers would repeat them).
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    if first_epoch != 1:
+        raise UserError("engine=lightning: hreg-resume continues native runs only "
+                        "(a Lightning run's checkpoints/last.ckpt resumes in Lightning itself)")
+    torch.manual_seed(ctx.cfg.seed)  # batch order, dropout and augmentation draws, as in the native loop
+    ctx.result.set_extra("engine", "lightning")
+    hooks = [hook for hook in hooks if not isinstance(hook, REPLACED_BY_LIGHTNING)]
+    data = MNISTDataModule(ctx.data, ctx.cfg.data.batch_size)
+    record = RunRecord(ctx, hooks, data)
+    trainer, stopping = build_trainer(ctx, record)
+    if trainer.world_size > 1:
+        raise UserError(f"engine=lightning trains in one process here; engine.trainer asks for {trainer.world_size} "
+                        "(devices x nodes): the run record, hooks and evaluation are not yet rank-aware")
+    for hook in hooks:
+        if isinstance(hook, TensorBoardMonitor):  # hreg's histograms and scalars, through Lightning's logger
+            hook.writer = trainer.logger.experiment
+    status, error = Status.COMPLETED, None
+    try:
+        with deferred_interrupts() as stop_request:
+            record.stop_request = stop_request
+            trainer.fit(RegularizedClassifier(ctx), datamodule=data)
+        if record.stop is not None:
+            status, error = record.stop.status, str(record.stop)
+            ctx.result.exit_code = record.stop.exit_code
+        elif stopping is not None and stopping.stopped_epoch:
+            status, error = Status.EARLY_STOPPED, f"no better {ctx.cfg.objective} in {stopping.patience} evaluations"
+        elif trainer.interrupted:
+            status, error = Status.ABORTED, "interrupted inside Lightning"
+    except BaseException as failure:
+        status, error = Status.FAILED, repr(failure)
+        raise
+    finally:
+        end_run(ctx, hooks, status, error, record.wall_time())
+    return status
