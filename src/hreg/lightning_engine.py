@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from hreg.checkpoint import CheckpointHook, checkpoint_dir
 from hreg.data import Split, Splits
@@ -60,6 +60,30 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
 REPLACED_BY_LIGHTNING = (CheckpointHook, NativeEarlyStopping)
 
 
+class SplitBatches(Dataset):
+    """A split whose items are whole batches: indexed by a list of positions, one gather a batch.
+
+    Served with a ``BatchSampler`` and ``batch_size=None``, it spares the DataLoader's per-image
+    ``__getitem__`` and ``collate`` (300 calls and a stack a training batch, 70000 an evaluation).
+    """
+
+    def __init__(self, split: Split) -> None:
+        self.x, self.y = split.x, split.y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.as_tensor(index, device=self.y.device)
+        return self.x[rows], self.y[rows]
+
+
+def batches(split: Split, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    data = SplitBatches(split)
+    order = RandomSampler(data) if shuffle else SequentialSampler(data)
+    return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last), batch_size=None)
+
+
 class MNISTDataModule(L.LightningDataModule):
     """The run's splits as DataLoaders (the tensors already sit on the run's device: no workers)."""
 
@@ -72,19 +96,14 @@ class MNISTDataModule(L.LightningDataModule):
         train = self.splits.train
         # As the native loop: a last batch of a single image is dropped (BatchNorm cannot train on it).
         drop_last = len(batch_bounds(len(train), self.batch_size)) * self.batch_size < len(train)
-        return DataLoader(TensorDataset(train.x, train.y), batch_size=self.batch_size, shuffle=True,
-                          drop_last=drop_last)
+        return batches(train, self.batch_size, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> list[DataLoader]:
         """Train, val and test, whole, in that order (``SPLITS``)."""
-        return [_whole(getattr(self.splits, name)) for name in SPLITS]
+        return [batches(getattr(self.splits, name), EVAL_CHUNK, shuffle=False) for name in SPLITS]
 
     def test_dataloader(self) -> DataLoader:
-        return _whole(self.splits.test)
-
-
-def _whole(split: Split) -> DataLoader:
-    return DataLoader(TensorDataset(split.x, split.y), batch_size=EVAL_CHUNK)
+        return batches(self.splits.test, EVAL_CHUNK, shuffle=False)
 
 
 class RegularizedClassifier(L.LightningModule):
