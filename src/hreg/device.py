@@ -37,9 +37,9 @@ def flush_denormals() -> None:
     """Compute numbers below float32's smallest normal (1.2e-38) as zero on the CPU.
 
     Adam's moment estimates of a dead ReLU unit decay geometrically, and so do
-    weights under an L2 penalty; after a few hundred epochs thousands of them
-    are denormal, and x86 arithmetic on denormals is many times slower (measured:
-    epochs 140-200 of a stack took 2-4x as long as epochs 1-140). Flushing them
-    is what GPUs do by default; what it changes is below any precision training sees.
+    weights under an L2 penalty; after 200 epochs of the study thousands of them
+    are denormal (counted in its checkpoints), and x86 arithmetic on denormals is
+    many times slower than on normal numbers. Flushing them is what GPUs do by
+    default; what it changes is below any precision training sees.
     """
     torch.set_flush_denormal(True)
