@@ -12,7 +12,7 @@ from hreg.build import build_context, build_hooks
 from hreg.engine import fit
 from hreg.result import Status
 from hreg.search.study import database_url
-from tests.conftest import QUICK, compose_config, events, read_result, run_train
+from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train
 
 VARIANTS = {"none": [], "l2": ["regularizer=l2", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
             "batchnorm": ["model/norm=batchnorm"]}
@@ -87,3 +87,25 @@ def test_an_optuna_search_with_lightning_reports_to_its_trials_and_prunes(tmp_pa
     good, bad = study.trials
     assert good.state == TrialState.COMPLETE and list(good.intermediate_values) == [1, 3]
     assert bad.state == TrialState.PRUNED and list(bad.intermediate_values) == [1]
+
+
+def test_two_cpu_processes_with_ddp_train_one_run_and_keep_one_record(tmp_path):
+    """engine.trainer.devices=2 strategy=ddp: Lightning starts a second process by running the command again;
+    the first keeps the directory, the record and TensorBoard, the second writes only its own log."""
+    run_dir = tmp_path / "run"
+    proc = run_train(QUICK, "engine=lightning", "engine.trainer.devices=2", "engine.trainer.strategy=ddp",
+                     "device=cpu", f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_result(run_dir)
+    assert result["status"] == "completed" and result["epochs_completed"] == 5 and result["engine"] == "lightning"
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4, 5]
+    assert result["final"]["val_acc"] > 0.8
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
+    assert (run_dir / "train_ddp_process_1.log").is_file()
+    assert "Traceback" not in proc.stderr
+
+
+def test_ddp_in_a_multirun_is_refused_with_one_line(tmp_path):
+    proc = run_train("-m", QUICK, "engine=lightning", "engine.trainer.devices=2", "device=cpu", "monitor=none",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert "cannot; run such a job on its own" in one_error_line(proc)

@@ -54,7 +54,6 @@ BAD_INPUTS = [
     ("objective=test_acc", None, "objective='test_acc'", "val_acc, val_loss"),
     ("monitor.histograms=1", None, "monitor.histograms=1", ">= 2"),
     ("engine=lightning", "engine.trainer.precision=17", "engine.trainer", "Allowed precision values"),
-    ("engine=lightning", "engine.trainer.devices=2", "engine=lightning", "one process"),
     # Values that used to pass validation and crash later:
     ("seed=-1", None, "seed=-1", ">= 0"),
     ("data.seed=-3", None, "data.seed=-3", ">= 0"),

@@ -40,7 +40,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from hydra.types import RunMode
 
 from hreg.checkpoint import CheckpointHook, checkpoint_dir
 from hreg.data import Split, Splits
@@ -50,6 +53,7 @@ from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, is_eval_epoch
 from hreg.metrics import EVAL_CHUNK, SPLITS
 from hreg.monitor import TensorBoardMonitor
 from hreg.result import Status
+from hreg.rundir import is_worker_process
 from hreg.stopping import EarlyStopping as NativeEarlyStopping
 from hreg.stopping import deferred_interrupts
 
@@ -78,32 +82,54 @@ class SplitBatches(Dataset):
         return self.x[rows], self.y[rows]
 
 
-def batches(split: Split, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
-    data = SplitBatches(split)
-    order = RandomSampler(data) if shuffle else SequentialSampler(data)
-    return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last), batch_size=None)
+class EpochBatches(BatchSampler):
+    """A BatchSampler that passes Lightning's ``set_epoch`` on to its sampler (a DistributedSampler
+    reshuffles by epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def batches(data: SplitBatches, order: Sampler, batch_size: int, drop_last: bool = False) -> DataLoader:
+    return DataLoader(data, sampler=EpochBatches(order, batch_size, drop_last), batch_size=None)
 
 
 class MNISTDataModule(L.LightningDataModule):
     """The run's splits as DataLoaders (the tensors already sit on the run's device: no workers)."""
 
-    def __init__(self, splits: Splits, batch_size: int) -> None:
+    def __init__(self, splits: Splits, batch_size: int, seed: int) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
+        self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
-        train = self.splits.train
+        """The training split shuffled every epoch; with several processes, each takes its own share
+        (a DistributedSampler seeded with the run's seed), so a step trains ``devices`` batches."""
+        data = SplitBatches(self.splits.train)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:
+            order: Sampler = DistributedSampler(data, num_replicas=world, rank=self.trainer.global_rank,
+                                                shuffle=True, seed=self.seed)
+        else:
+            order = RandomSampler(data)
         # As the native loop: a last batch of a single image is dropped (BatchNorm cannot train on it).
-        drop_last = len(batch_bounds(len(train), self.batch_size)) * self.batch_size < len(train)
-        return batches(train, self.batch_size, shuffle=True, drop_last=drop_last)
+        n = len(order)
+        drop_last = len(batch_bounds(n, self.batch_size)) * self.batch_size < n
+        return batches(data, order, self.batch_size, drop_last)
 
     def val_dataloader(self) -> list[DataLoader]:
-        """Train, val and test, whole, in that order (``SPLITS``)."""
-        return [batches(getattr(self.splits, name), EVAL_CHUNK, shuffle=False) for name in SPLITS]
+        """Train, val and test, whole, in that order (``SPLITS``); every process evaluates all of them."""
+        return [self._whole(getattr(self.splits, name)) for name in SPLITS]
 
     def test_dataloader(self) -> DataLoader:
-        return batches(self.splits.test, EVAL_CHUNK, shuffle=False)
+        return self._whole(self.splits.test)
+
+    @staticmethod
+    def _whole(split: Split) -> DataLoader:
+        data = SplitBatches(split)
+        return batches(data, SequentialSampler(data), EVAL_CHUNK)
 
 
 class RegularizedClassifier(L.LightningModule):
@@ -139,7 +165,7 @@ class RegularizedClassifier(L.LightningModule):
         penalty = self.penalty(self.model)
         self.train_sums += torch.stack([data_loss.detach(), penalty.detach(), torch.ones_like(data_loss)])
         loss = data_loss + penalty
-        self.log("train_loss", loss, prog_bar=True, logger=False, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, logger=False, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def epoch_stats(self) -> EpochStats:
@@ -161,7 +187,8 @@ class RegularizedClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.evaluated = self._metrics()
         # For the progress bar, ModelCheckpoint and EarlyStopping; TensorBoard gets them from hreg's monitor.
-        self.log_dict({k: self.evaluated[k] for k in ("val_acc", "val_loss")}, prog_bar=True, logger=False)
+        self.log_dict({k: self.evaluated[k] for k in ("val_acc", "val_loss")}, prog_bar=True, logger=False,
+                      sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -190,7 +217,11 @@ class RegularizedClassifier(L.LightningModule):
 
 
 class RunRecord(Callback):
-    """hreg's bookkeeping at the end of each Lightning epoch: the run record, hreg's hooks, stop requests."""
+    """hreg's bookkeeping at the end of each Lightning epoch: the run record, hreg's hooks, stop requests.
+
+    With several processes, the first one (global rank 0) keeps the record and runs the hooks; its
+    decision to stop (diverged, pruned, a signal) is broadcast, so that every process stops together.
+    """
 
     def __init__(self, ctx: RunContext, hooks: Sequence[Hook], data: MNISTDataModule) -> None:
         self.ctx, self.hooks, self.data = ctx, hooks, data
@@ -200,19 +231,24 @@ class RunRecord(Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
         self.started = time.perf_counter()
-        begin_run(self.ctx, self.hooks, 1)
+        if trainer.is_global_zero:
+            begin_run(self.ctx, self.hooks, 1)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
         cfg, epoch = self.ctx.cfg, trainer.current_epoch + 1
-        metrics = module.evaluated
-        if metrics is None and is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
-            metrics = module.evaluate_now(self.data)
-        try:
-            end_epoch(self.ctx, self.hooks, epoch, module.epoch_stats(), metrics, self.wall_time())
-            if self.stop_request is not None:
-                self.stop_request.check(epoch)
-        except StopRun as stop:
-            self.stop = stop
+        if trainer.is_global_zero:
+            metrics = module.evaluated
+            if metrics is None and is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
+                metrics = module.evaluate_now(self.data)
+            try:
+                end_epoch(self.ctx, self.hooks, epoch, module.epoch_stats(), metrics, self.wall_time())
+                if self.stop_request is not None:
+                    self.stop_request.check(epoch)
+            except StopRun as stop:
+                self.stop = stop
+        if trainer.world_size > 1 and trainer.strategy.broadcast(self.stop is not None, src=0):
+            trainer.should_stop = True
+        elif self.stop is not None:
             trainer.should_stop = True
 
     def wall_time(self) -> float:
@@ -241,6 +277,7 @@ def build_trainer(ctx: RunContext, record: RunRecord) -> tuple[L.Trainer, EarlyS
             max_epochs=cfg.epochs,
             check_val_every_n_epoch=cfg.eval_every,
             num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # MNISTDataModule shares the training split out itself
             logger=TensorBoardLogger(save_dir=str(ctx.run_dir), name="", version="", default_hp_metric=False)
             if monitored else False,
             callbacks=callbacks,
@@ -261,13 +298,14 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
                         "(a Lightning run's checkpoints/last.ckpt resumes in Lightning itself)")
     torch.manual_seed(ctx.cfg.seed)  # batch order, dropout and augmentation draws, as in the native loop
     ctx.result.set_extra("engine", "lightning")
-    hooks = [hook for hook in hooks if not isinstance(hook, REPLACED_BY_LIGHTNING)]
-    data = MNISTDataModule(ctx.data, ctx.cfg.data.batch_size)
+    # A worker process of a distributed run trains and stops with the others; the first keeps the record.
+    hooks = [] if is_worker_process() else [hook for hook in hooks if not isinstance(hook, REPLACED_BY_LIGHTNING)]
+    data = MNISTDataModule(ctx.data, ctx.cfg.data.batch_size, ctx.cfg.seed)
     record = RunRecord(ctx, hooks, data)
     trainer, stopping = build_trainer(ctx, record)
-    if trainer.world_size > 1:
-        raise UserError(f"engine=lightning trains in one process here; engine.trainer asks for {trainer.world_size} "
-                        "(devices x nodes): the run record, hooks and evaluation are not yet rank-aware")
+    if trainer.world_size > 1 and ctx.hydra is not None and ctx.hydra.mode == RunMode.MULTIRUN:
+        raise UserError(f"engine.trainer asks for {trainer.world_size} processes a run: Lightning starts them by "
+                        "running the command again, which a multirun (-m) cannot; run such a job on its own")
     for hook in hooks:
         if isinstance(hook, TensorBoardMonitor):  # hreg's histograms and scalars, through Lightning's logger
             hook.writer = trainer.logger.experiment
@@ -287,5 +325,8 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
         status, error = Status.FAILED, repr(failure)
         raise
     finally:
-        end_run(ctx, hooks, status, error, record.wall_time())
+        if is_worker_process():
+            ctx.result.finish(status, error)
+        else:
+            end_run(ctx, hooks, status, error, record.wall_time())
     return status

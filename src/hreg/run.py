@@ -17,7 +17,7 @@ from hreg.config import validate
 from hreg.errors import RunInterrupted
 from hreg.engine import fit
 from hreg.result import RunResult, Status
-from hreg.rundir import RunDirLock
+from hreg.rundir import RunDirLock, is_worker_process
 
 log = logging.getLogger("hreg")
 
@@ -52,6 +52,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
     except KeyboardInterrupt:
         log.warning("aborted; resume from the last periodic checkpoint with: hreg-resume %s", run_dir)
         raise
+    if is_worker_process():  # a distributed run's worker: the first process reports (and keeps the record)
+        return result.objective_value()
     log.info("%s", result.summary(run_dir))
     if result.status == Status.INTERRUPTED:
         raise RunInterrupted(result.exit_code, f"resume with: hreg-resume {run_dir}")

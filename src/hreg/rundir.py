@@ -36,8 +36,17 @@ class RunDirBusy(UserError):
     """Another live process holds the directory."""
 
 
+def is_worker_process() -> bool:
+    """Whether this process is a worker that a distributed run started beside its first process
+    (``engine=lightning`` with several devices: Lightning sets LOCAL_RANK > 0 in them). The run and
+    its directory belong to the first process, which holds the lock; workers write nothing there."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0
+
+
 def acquire(directory: Path) -> None:
     """Take ``directory``'s lock for this process (again, if it holds it already)."""
+    if is_worker_process():
+        return
     path = Path(directory).resolve()
     if path in _held:
         _held[path][1] += 1
@@ -58,6 +67,8 @@ def acquire(directory: Path) -> None:
 
 
 def release(directory: Path) -> None:
+    if is_worker_process():
+        return
     path = Path(directory).resolve()
     entry = _held.get(path)
     if entry is None:
