@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from hreg.build import build_context, build_hooks
 from hreg.engine import fit
+from hreg.lightning_engine import MNISTDataModule, RunRecord, build_trainer
 from hreg.result import Status
 from hreg.search.study import database_url
 from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train
@@ -57,6 +58,16 @@ def test_a_lightning_run_has_the_native_runs_record_events_and_checkpoints(tmp_p
         assert set(lightning_tags[kind]) == set(native_tags[kind]), kind
     assert [e.step for e in events(lightning).Scalars("accuracy/val")] == [1, 2, 4, 5]
     assert {p.name for p in (lightning / "checkpoints").iterdir()} == {"last.ckpt", "best.ckpt"}
+
+
+def test_lightnings_own_settings_pass_through(tmp_path):
+    """engine.trainer.* reaches the Trainer: bf16 mixed precision trains (on the CPU too) and still learns."""
+    ctx = build_context(compose_config(QUICK, "engine=lightning", "engine.trainer.precision=bf16-mixed", "monitor=none",
+                                       "+engine.trainer.enable_progress_bar=false"), tmp_path)
+    trainer, _ = build_trainer(ctx, RunRecord(ctx, [], MNISTDataModule(ctx.data, 300, 0)))
+    assert trainer.precision == "bf16-mixed" and trainer.progress_bar_callback is None
+    assert fit(ctx, build_hooks(ctx)) == Status.COMPLETED
+    assert ctx.result.final["val_acc"] > 0.8
 
 
 def test_lightning_stops_early_with_its_own_callback(tmp_path):
