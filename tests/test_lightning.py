@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -13,7 +17,7 @@ from hreg.engine import fit
 from hreg.lightning_engine import MNISTDataModule, RunRecord, build_trainer
 from hreg.result import Status
 from hreg.search.study import database_url
-from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train
+from tests.conftest import QUICK, REPO, compose_config, events, one_error_line, read_result, run_train
 
 VARIANTS = {"none": [], "l2": ["regularizer=l2", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
             "batchnorm": ["model/norm=batchnorm"]}
@@ -120,3 +124,20 @@ def test_ddp_in_a_multirun_is_refused_with_one_line(tmp_path):
     proc = run_train("-m", QUICK, "engine=lightning", "engine.trainer.devices=2", "device=cpu", "monitor=none",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert "cannot; run such a job on its own" in one_error_line(proc)
+
+
+def test_ctrl_c_ends_a_lightning_run_cleanly_with_its_record(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "epochs=200", "eval_every=1", "engine=lightning",
+                             "monitor=none", f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "result.json").exists():  # written at the first evaluation
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 128 + signal.SIGINT
+    result = read_result(run_dir)
+    assert result["status"] == "interrupted" and "SIGINT" in result["error"] and result["epochs_completed"] < 200
+    assert result["history"][-1]["epoch"] == result["epochs_completed"]
+    assert "Lightning checkpoints" in proc.stdout.read()

@@ -55,7 +55,7 @@ from hreg.monitor import TensorBoardMonitor
 from hreg.result import Status
 from hreg.rundir import is_worker_process
 from hreg.stopping import EarlyStopping as NativeEarlyStopping
-from hreg.stopping import deferred_interrupts
+from hreg.stopping import StopRequest, deferred_interrupts
 
 # Lightning 2.6 asks torch 2.14's pytree in a deprecated way at every fit: not the user's business.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
@@ -227,7 +227,7 @@ class RunRecord(Callback):
         self.ctx, self.hooks, self.data = ctx, hooks, data
         self.stop: StopRun | None = None
         self.started = time.perf_counter()
-        self.stop_request = None
+        self.stop_request: StopRequest | None = None  # set by fit: Ctrl-C and SIGTERM, checked between epochs
 
     def on_train_start(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
         self.started = time.perf_counter()
@@ -246,10 +246,10 @@ class RunRecord(Callback):
                     self.stop_request.check(epoch)
             except StopRun as stop:
                 self.stop = stop
-        if trainer.world_size > 1 and trainer.strategy.broadcast(self.stop is not None, src=0):
-            trainer.should_stop = True
-        elif self.stop is not None:
-            trainer.should_stop = True
+        stopping = self.stop is not None
+        if trainer.world_size > 1:
+            stopping = trainer.strategy.broadcast(stopping, src=0)
+        trainer.should_stop = trainer.should_stop or stopping
 
     def wall_time(self) -> float:
         return time.perf_counter() - self.started

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from hreg.build import build_context, build_hooks, resume_from_checkpoint
 from hreg.config import validate
 from hreg.errors import RunInterrupted
-from hreg.engine import fit
+from hreg.engine import engine_name, fit
 from hreg.result import RunResult, Status
 from hreg.rundir import RunDirLock, is_worker_process
 
@@ -56,5 +56,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
         return result.objective_value()
     log.info("%s", result.summary(run_dir))
     if result.status == Status.INTERRUPTED:
+        if engine_name(cfg) == "lightning":
+            raise RunInterrupted(result.exit_code, f"its Lightning checkpoints are in {run_dir}/checkpoints")
         raise RunInterrupted(result.exit_code, f"resume with: hreg-resume {run_dir}")
     return result.objective_value()
