@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from omegaconf import DictConfig
+
 from hreg import loop
 from hreg.hooks import Hook, RunContext
 from hreg.result import Status
@@ -18,7 +20,7 @@ from hreg.result import Status
 ENGINES = ("native", "lightning")
 
 
-def engine_name(cfg) -> str:
+def engine_name(cfg: DictConfig) -> str:
     """The engine a config asks for (``native`` for configs written before the group existed)."""
     return cfg.get("engine", {}).get("name", "native")
 

@@ -72,8 +72,13 @@ def weight_stats(model: nn.Module) -> dict[str, float]:
 
 def prediction_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of the predicted class distribution, per example, in eval mode."""
-    log_p = torch.log_softmax(predict(model, x), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
+    return logits_entropy(predict(model, x))
+
+
+def logits_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the softmax of ``logits`` over their last dimension (the classes)."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
 
 
 def probe_set(data: Splits) -> Split:

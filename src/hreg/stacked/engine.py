@@ -37,7 +37,7 @@ from hreg.data import Splits
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.graph import EpochGraph
 from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
-from hreg.metrics import PROBE_SIZE, SPLITS, Probe, probe_set
+from hreg.metrics import PROBE_SIZE, SPLITS, Probe, logits_entropy, probe_set
 from hreg.progress import Progress
 from hreg.result import Status
 from hreg.stacked.model import StackedMLP
@@ -237,8 +237,7 @@ class Stack:
         entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
         with torch.no_grad():
             for splits, members in self._by_split():
-                log_p = torch.log_softmax(self._logits(probe_set(splits).x, members), dim=-1)
-                entropy[members] = -(log_p.exp() * log_p).sum(dim=-1)
+                entropy[members] = logits_entropy(self._logits(probe_set(splits).x, members))
         names = list(self.members[0].ctx.model.linear_layers())
         return [Probe({name: g[m].detach() for name, g in zip(names, grads)}, entropy[m]) for m in range(k)]
 
