@@ -48,6 +48,8 @@ BAD_INPUTS = [
     ("optimizer.lr=0", None, "optimizer.lr=0", "> 0"),
     ("data.batch_size=0", None, "data.batch_size=0", ">= 1"),
     ("epochs=0", None, "epochs=0", ">= 1"),
+    ("threads=0", None, "threads=0", "auto or an integer >= 1"),
+    ("threads=many", None, "threads='many'", "auto or an integer >= 1"),
     ("data.train_fraction=0", None, "data.train_fraction=0", "(0, 1]"),
     ("data.train_fraction=1.5", None, "data.train_fraction=1.5", "(0, 1]"),
     ("augment=noise", "augment.noise_sigma=-1", "augment.noise_sigma=-1", ">= 0"),

@@ -51,6 +51,8 @@ RULES = [
     Rule("epochs", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule("eval_every", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule("seed", "an integer >= 0", lambda v: _integer(v) and v >= 0),
+    # Optional: the configs of runs saved before the setting existed have none (auto).
+    Rule("threads", "auto or an integer >= 1", lambda v: v == "auto" or (_integer(v) and v >= 1), optional=True),
     Rule("objective", *_one_of(OBJECTIVES)),
     Rule("data.batch_size", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule(

@@ -18,6 +18,7 @@ from hreg.errors import RunInterrupted
 from hreg.engine import engine_name, fit
 from hreg.result import RunResult, Status
 from hreg.rundir import RunDirLock, is_worker_process
+from hreg.threads import set_threads
 
 log = logging.getLogger("hreg")
 
@@ -46,6 +47,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
     continues from.
     """
     validate(cfg)
+    log.info("threads: %d (threads=%s)", set_threads(cfg.get("threads") or "auto", hydra), cfg.get("threads") or "auto")
     try:
         with RunDirLock(run_dir):
             result = train(cfg, run_dir, resume, hydra)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,23 @@ def _check_pruner(config: DictConfig) -> None:
         raise SearchError(f"search.pruner (_target_={target}): cannot be built: {cause}") from None
     if not isinstance(pruner, optuna.pruners.BasePruner):
         raise SearchError(f"search.pruner (_target_={target}): not an optuna pruner")
+
+
+def _open_study(name: str, url: str, direction: str, attempts: int = 5):
+    """The study, created if new. Sweeps that start together on a new database race to create Optuna's tables
+    (the loser gets a duplicate-key or already-exists error): the loser tries again, and finds them."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.create_study(study_name=name, storage=url, direction=direction, load_if_exists=True)
+        except (IntegrityError, ProgrammingError) as error:
+            if attempt == attempts:
+                raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
+            time.sleep(0.5 * attempt)
+        except Exception as error:  # a database that cannot be reached or opened
+            raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
 
 
 class OptunaSearch(Callback):
@@ -152,12 +170,7 @@ class OptunaSearch(Callback):
         sweeper = config.hydra.sweeper
         url = storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-        try:
-            study = optuna.create_study(
-                study_name=sweeper.study_name, storage=url, direction=str(sweeper.direction), load_if_exists=True
-            )
-        except Exception as error:  # a database that cannot be reached or opened
-            raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
+        study = _open_study(sweeper.study_name, url, str(sweeper.direction))
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             Trial(study, trial._trial_id).set_system_attr(STATUS_ATTR, Status.LOST.value)
             study.tell(trial.number, state=TrialState.FAIL)

@@ -9,18 +9,23 @@ parameters).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hreg.search.study import OVERRIDES_ATTR, SearchError
+from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, SearchError
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
 
 TYPES = ("float", "int", "categorical")
+
+#: The plugin asks a batch of trials, calls ``suggest`` on each in order, then launches them as Hydra jobs
+#: numbered on from 0 in its process: the n-th trial ``suggest`` sees in a sweeper process becomes job n.
+_job_numbers = itertools.count()
 
 
 def _current_value(cfg: DictConfig, trial: Trial, param: str) -> Any:
@@ -54,7 +59,8 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
 
     Entries already set (sampled from a command-line sweep, or fixed by a plain
     override) are left alone; an entry whose ``when`` fails is not sampled. The
-    overrides the job will get are recorded on the trial, for the job to find it.
+    overrides the job will get and its job number are recorded on the trial, for
+    the job to find it (jobs running at once with the same overrides by number).
     """
     for entry in cfg.search.space.values():
         taken = entry.param in trial.params or entry.param in trial.user_attrs
@@ -62,6 +68,7 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
             _sample(trial, entry)
     overrides = {**trial.params, **trial.user_attrs}  # what the plugin turns into the job's overrides
     trial.set_system_attr(OVERRIDES_ATTR, sorted(f"{k}={v}" for k, v in overrides.items()))
+    trial.set_system_attr(JOB_ATTR, next(_job_numbers))
 
 
 def _is_number(value: Any) -> bool:

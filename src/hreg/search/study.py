@@ -16,6 +16,7 @@ DATABASE = "optuna.db"
 
 # System attributes of a trial (user attributes are the plugin's fixed parameters).
 OVERRIDES_ATTR = "hreg:overrides"  # the job's overrides, set when the trial is sampled
+JOB_ATTR = "hreg:job"  # the Hydra job number (hydra.job.num) the trial is launched as, set when it is sampled
 RUN_DIR_ATTR = "hreg:run_dir"  # set by the job that claims the trial
 STATUS_ATTR = "hreg:status"  # the run's status: completed, pruned, diverged, ... or lost
 FINAL_ATTR = "hreg:final"  # final metrics of the run (validation and test)

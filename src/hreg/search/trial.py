@@ -19,7 +19,9 @@ from omegaconf import DictConfig
 
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.result import Status
-from hreg.search.study import EPOCHS_ATTR, FINAL_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, storage_url
+from hreg.search.study import (
+    EPOCHS_ATTR, FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, storage_url,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -29,6 +31,12 @@ if TYPE_CHECKING:
 
 class Pruned(StopRun):
     status = Status.PRUNED
+
+
+class TrialEnded(StopRun):
+    """The trial ended while its run trained: a restarted sweep failed it as lost (and asked another in its place)."""
+
+    status = Status.LOST
 
 
 def build_pruner(search: DictConfig):
@@ -47,7 +55,7 @@ class TrialReporter(Hook):
 
     @classmethod
     def connect(cls, ctx: RunContext) -> TrialReporter | None:
-        """Reconnect to the sweep's study and claim the running trial launched with this job's overrides."""
+        """Reconnect to the sweep's study and claim the running trial launched as this job (overrides and number)."""
         import optuna
         from optuna.trial import Trial, TrialState
 
@@ -58,7 +66,8 @@ class TrialReporter(Hook):
         overrides = sorted(hydra.overrides.task)
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             attrs = frozen.system_attrs
-            if attrs.get(OVERRIDES_ATTR) == overrides and RUN_DIR_ATTR not in attrs:
+            ours = attrs.get(OVERRIDES_ATTR) == overrides and attrs.get(JOB_ATTR, hydra.job.num) == hydra.job.num
+            if ours and RUN_DIR_ATTR not in attrs:
                 trial = Trial(study, frozen._trial_id)
                 trial.set_system_attr(RUN_DIR_ATTR, hydra.runtime.output_dir)
                 ctx.log.info("optuna: trial %d of study %s (pruner %s)", trial.number, study.study_name, type(pruner).__name__)
@@ -74,7 +83,15 @@ class TrialReporter(Hook):
     ) -> None:
         if metrics is None or not math.isfinite(metrics[self.objective]):
             return
-        self.trial.report(metrics[self.objective], epoch)
+        try:
+            self.trial.report(metrics[self.objective], epoch)
+        except RuntimeError:  # optuna refuses reports to a finished trial
+            if not self.trial.study._storage.get_trial(self.trial._trial_id).state.is_finished():
+                raise
+            raise TrialEnded(
+                f"trial {self.trial.number} was ended by another process (a restarted sweeper marks the trials "
+                "it finds running as lost and runs others in their place): this run stops"
+            ) from None
         if self.trial.should_prune():
             raise Pruned(
                 f"trial {self.trial.number}: {self.objective} {metrics[self.objective]:.4f} at epoch {epoch} "
@@ -83,6 +100,8 @@ class TrialReporter(Hook):
 
     def on_end(self, ctx: RunContext) -> None:
         result = ctx.result
+        if result.status == Status.LOST:  # the trial is finished: nothing more can be recorded on it
+            return
         final = result.final or {}
         self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
         self.trial.set_system_attr(EPOCHS_ATTR, result.epochs_completed)

@@ -40,6 +40,7 @@ from hreg.errors import RunInterrupted, exit_on_error
 from hreg.progress import LOG_FORMAT
 from hreg.stacked.engine import Member, fit_stack
 from hreg.stopping import Interrupted
+from hreg.threads import set_threads
 from hreg.stacked.grouping import plan_stacks, stack_key
 
 log = logging.getLogger("hreg")
@@ -88,11 +89,6 @@ def default_max_members(device: torch.device, splits: int) -> int:
         free = psutil.virtual_memory().available
     fit = max(1, int((0.5 * free - splits * MEMORY_PER_SPLIT) // MEMORY_PER_MEMBER))
     return fit if device.type == "cuda" else min(fit, CPU_MEMBERS)
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity: a SLURM allocation, taskset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -152,7 +148,7 @@ class StackedLaunch:
         stacks = plan_stacks(keys, max_members)
         log.info("Launching %d jobs as %d stacks (%s); their configs composed in %.1f s", len(jobs), len(stacks),
                  ", ".join(str(len(s)) for s in stacks), time.perf_counter() - started)
-        torch.set_num_threads(cpu_cores())
+        set_threads(self.config.threads, self.config.hydra)  # one process: every core it may use
         returns: dict[int, JobReturn] = {}
         for members in stacks:
             group = [jobs[i] for i in members]

@@ -1,0 +1,103 @@
+"""hreg on submitit's launchers (``hydra/launcher=submitit_local`` and ``submitit_slurm``).
+
+hydra-submitit-launcher (1.2.0) starts one submitit job per Hydra job and
+collects their returns. Two things it leaves to its users:
+
+* A worker that ends without a result (killed, out of memory, its node lost,
+  past its time limit) makes the plugin's ``launch`` raise, which ends the
+  whole sweep. Here such a job fails alone: the sweeper gets a failed
+  ``JobReturn`` for it (the Optuna sweeper fails its trial) and goes on.
+* ``submitit_local`` starts its whole batch at once on this machine; its jobs
+  are told how many (``threads.CONCURRENT_JOBS_ENV``) so that ``threads=auto``
+  shares the cores among them.
+
+``SubmititLaunchers``, a Hydra callback in conf/config.yaml, puts hreg's
+subclasses (``hydra_plugins/hreg_plugins/submitit_launchers.py``) in place of
+the plugin's when a multirun starts, as ``OptunaSearch`` does for the sweeper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from unittest import mock
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from hreg.threads import CONCURRENT_JOBS_ENV
+
+log = logging.getLogger("hreg")
+
+_PLUGIN = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
+_HREG = "hydra_plugins.hreg_plugins.submitit_launchers"
+#: The plugin's launcher classes and hreg's in their place.
+LAUNCHERS = {f"{_PLUGIN}.{name}": f"{_HREG}.{name}" for name in ("LocalLauncher", "SlurmLauncher")}
+
+
+class WorkerLost(RuntimeError):
+    """A submitit job's process ended without a result: its Hydra job failed."""
+
+
+class SubmititLaunchers(Callback):
+    """At the start of a multirun, replaces the plugin's submitit launcher by hreg's subclass of it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = config.hydra.launcher.get("_target_")
+        if target not in LAUNCHERS:
+            return
+        with read_write(config), open_dict(config):
+            config.hydra.launcher._target_ = LAUNCHERS[target]
+            config.hydra.overrides.hydra.append(f"hydra.launcher._target_={LAUNCHERS[target]}")  # the jobs' too
+
+
+def _lost_job(job: Any, error: Exception) -> JobReturn:
+    """The failed JobReturn of a submitit job whose process left no result."""
+    overrides = list(job.submission().args[0])
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    log.error("job %s (%s) ended without a result, so it failed: %s", job.job_id, " ".join(overrides), reason)
+    return JobReturn(overrides=overrides, status=JobStatus.FAILED,
+                     _return_value=WorkerLost(f"submitit job {job.job_id} ended without a result: {reason}"))
+
+
+@contextlib.contextmanager
+def _lost_workers_fail_alone() -> Iterator[None]:
+    """While the plugin collects its jobs' results, a job without one gives a failed JobReturn, not an exception."""
+    import submitit
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    results = submitit.Job.results
+
+    def results_or_failure(job: Any) -> list[Any]:
+        try:
+            return results(job)
+        except FailedJobError:  # the job's own code raised outside the task (Hydra returns the task's failures)
+            raise
+        except UncompletedJobError as error:
+            return [_lost_job(job, error)]
+
+    with mock.patch.object(submitit.Job, "results", results_or_failure):
+        yield
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables for the processes started inside (submitit_local's jobs inherit them)."""
+    with mock.patch.dict(os.environ, values):
+        yield
+
+
+def launch(
+    plugin_launch: Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]],
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    local: bool,
+) -> Sequence[JobReturn]:
+    """The plugin's launch of one batch, with lost workers failing alone (and, ``local``: the batch size told)."""
+    told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}
+    with _lost_workers_fail_alone(), _environment(**told):
+        return plugin_launch(job_overrides, initial_job_idx)

@@ -1,0 +1,208 @@
+"""The cluster path, run here: Optuna sweeps through `hydra/launcher=submitit_local` with two workers at once,
+their study in a real PostgreSQL server (pgserver's, started for these tests on a local socket), and the
+``threads`` setting that keeps jobs running at once from spinning against each other.
+
+Trials are a few epochs on 1% of the training set, as in test_sweep.py; the tests that kill a process
+evaluate every epoch, so that a trial runs long enough to be caught mid-way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
+from hreg.threads import CONCURRENT_JOBS_ENV, cpu_cores, resolve_threads
+from tests.conftest import REPO, compose_config, read_result, run_train
+from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
+
+pgserver = pytest.importorskip("pgserver")
+
+SUBMITIT = ("hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2")
+#: Long enough to be killed mid-way (an evaluation of 67,000 images every epoch), short enough for a test.
+SLOW = ("epochs=40", "eval_every=1", "data.train_fraction=0.01", "monitor=none", *FIXED)
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server of its own (pgserver's binaries, a unix socket in a temporary directory)."""
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def database(postgres, request) -> str:
+    """A fresh database on the server for one test; its URL."""
+    name = request.node.name.split("[")[0].lower()[:60]
+    postgres.psql(f"DROP DATABASE IF EXISTS {name};")
+    postgres.psql(f"CREATE DATABASE {name};")
+    return postgres.get_uri(name)
+
+
+def sweep_args(url: str, study: str, *args: str) -> list[str]:
+    return ["-m", "hydra/sweeper=optuna", f"hydra.sweeper.study_name={study}", f'hydra.sweeper.storage="{url}"',
+            *SUBMITIT, *args]
+
+
+def sweep(tmp_path: Path, url: str, study: str, *args: str) -> subprocess.CompletedProcess:
+    proc = run_train(*sweep_args(url, study, *args), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def start_sweep(tmp_path: Path, url: str, study: str, *args: str) -> subprocess.Popen:
+    """The same sweep as a process of its own (to be killed, or beside another); its output in sweeper-STUDY.log."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    with open(tmp_path / f"sweeper-{study}.log", "a") as out:
+        return subprocess.Popen([sys.executable, str(REPO / "train.py"), *sweep_args(url, study, *args)],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finished(proc: subprocess.Popen, tmp_path: Path, study: str) -> None:
+    """``proc`` (a sweep of ``study``) ends well."""
+    assert proc.wait(timeout=400) == 0, (tmp_path / f"sweeper-{study}.log").read_text()[-4000:]
+
+
+def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study, storage=url).trials
+
+
+def wait_for(condition, what: str, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def reporting(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """The running trials whose job has claimed them and reported an evaluation (none before the study exists)."""
+    try:
+        return [t for t in trials(url, study) if t.state == TrialState.RUNNING and t.intermediate_values]
+    except KeyError:
+        return []
+
+
+def worker_of(run_dir: Path) -> psutil.Process:
+    """The process that trains in ``run_dir`` (it holds the run's log file open)."""
+    log_file = str(run_dir / "train.log")
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "submitit.core._submit" in " ".join(proc.info["cmdline"] or []) and any(
+                f.path == log_file for f in proc.open_files()
+            ):
+                return proc
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no worker process holds {log_file}")
+
+
+def test_threads_auto_shares_the_cores_among_the_jobs_that_run_at_once(monkeypatch):
+    cores = cpu_cores()
+    single = compose_config(hydra=True)
+    assert resolve_threads("auto", single.hydra) == cores
+    assert resolve_threads(3, single.hydra) == 3, "a number wins"
+    joblib = compose_config("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", hydra=True)
+    joblib.hydra.mode = "MULTIRUN"
+    assert resolve_threads("auto", joblib.hydra) == max(1, cores // 2)
+    local = compose_config("hydra/launcher=submitit_local", hydra=True)
+    local.hydra.mode = "MULTIRUN"
+    assert resolve_threads("auto", local.hydra) == cores, "the launcher did not say it runs several at once"
+    monkeypatch.setenv(CONCURRENT_JOBS_ENV, str(cores * 2))  # more jobs at once than cores: one thread each
+    assert resolve_threads("auto", local.hydra) == 1
+    monkeypatch.delenv(CONCURRENT_JOBS_ENV)
+    local.hydra.launcher.cpus_per_task = 1  # an allocation of one CPU per task bounds the cores
+    assert resolve_threads("auto", local.hydra) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert cpu_cores() == 1
+
+
+def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_dependent_parameters(tmp_path, database):
+    prune_early = ("search.pruner.n_startup_trials=1", "search.pruner.n_warmup_steps=0")
+    sweep(tmp_path, database, "s", *FAST, *FIXED, "optimizer.lr=1e-3", "hydra.sweeper.n_trials=2", *prune_early)
+    # Two more trials, at once, free in the rest of the search space, with a learning rate too small to learn.
+    proc = sweep(tmp_path, database, "s", *FAST, "optimizer.lr=1e-7", "hydra.sweeper.n_trials=4", *prune_early)
+    assert "2 trials done, 2 to run" in proc.stdout + proc.stderr
+    done = trials(database, "s")
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
+    assert len({t.system_attrs[RUN_DIR_ATTR] for t in done}) == 4, "jobs at once with the same overrides: a trial each"
+    for trial in done[2:]:
+        assert_dependent_parameters_apply(trial.params)
+        run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
+        assert run["status"] == "pruned" and run["optuna_trial"] == trial.number and list(trial.intermediate_values) == [1]
+        log = (tmp_path / trial.system_attrs[RUN_DIR_ATTR] / "train.log").read_text()
+        assert f"threads: {max(1, cpu_cores() // 2)} (threads=auto)" in log, "two jobs at once share the cores"
+    sweep_dir = tmp_path / "multirun" / "optuna" / "s"
+    assert (sweep_dir / "summary.csv").read_text().count("pruned") == 4  # state and status of each
+
+
+def test_a_killed_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path, database):
+    sweeper = start_sweep(tmp_path, database, "w", *SLOW, "hydra.sweeper.n_trials=3")
+    try:
+        victim = wait_for(lambda: reporting(database, "w"), "a trial that reports")[0]
+        worker_of(tmp_path / victim.system_attrs[RUN_DIR_ATTR]).kill()
+        finished(sweeper, tmp_path, "w")
+    finally:
+        sweeper.kill()
+    done = trials(database, "w")
+    assert len(done) == 3
+    assert done[victim.number].state == TrialState.FAIL
+    assert [t.state for t in done if t.number != victim.number] == [TrialState.COMPLETE] * 2
+    assert "ended without a result, so it failed" in (tmp_path / "sweeper-w.log").read_text()
+
+
+def test_a_sweeper_killed_mid_sweep_resumes_without_losing_or_rerunning_a_finished_trial(tmp_path, database):
+    sweeper = start_sweep(tmp_path, database, "k", *SLOW, "hydra.sweeper.n_trials=4")
+    try:
+        def second_batch_reporting():
+            running = reporting(database, "k")
+            return len(running) == 2 and [t.number for t in running] == [2, 3]
+
+        wait_for(second_batch_reporting, "trials 0 and 1 finished and trials 2 and 3 reporting")
+        sweeper.send_signal(signal.SIGKILL)  # the sweeper alone: its two workers train on, orphaned
+        sweeper.wait()
+    finally:
+        sweeper.kill()
+    before = trials(database, "k")
+    orphans = [tmp_path / t.system_attrs[RUN_DIR_ATTR] for t in before[2:]]
+
+    proc = sweep(tmp_path, database, "k", *SLOW, "hydra.sweeper.n_trials=4")
+    assert "2 trials done, 2 to run" in proc.stdout + proc.stderr
+    after = trials(database, "k")
+    assert [t.state for t in after] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    assert [(t.value, t.datetime_complete) for t in after[:2]] == [(t.value, t.datetime_complete) for t in before[:2]]
+    assert [t.system_attrs[STATUS_ATTR] for t in after[2:4]] == ["lost", "lost"]
+    new_dirs = {t.system_attrs[RUN_DIR_ATTR] for t in after[4:]}
+    assert len(new_dirs) == 2 and not new_dirs & {t.system_attrs[RUN_DIR_ATTR] for t in before}
+    # The orphaned workers notice their trials ended and stop, their runs marked lost (and resumable by hand).
+    for run_dir in orphans:
+        wait_for(lambda: read_result(run_dir)["status"] != "running", f"{run_dir} to stop", timeout=120)
+        assert read_result(run_dir)["status"] == "lost"
+
+
+def test_two_sweeps_with_different_study_names_share_the_database(tmp_path, database):
+    args = (*FAST, *FIXED, "hydra.sweeper.n_trials=2", "threads=1")  # two sweeps at once: a thread per job
+    first = start_sweep(tmp_path, database, "a", *args, "optimizer.lr=1e-3")
+    second = start_sweep(tmp_path, database, "b", *args, "optimizer.lr=3e-3")
+    finished(first, tmp_path, "a")
+    finished(second, tmp_path, "b")
+    for study, lr in (("a", 1e-3), ("b", 3e-3)):
+        done = trials(database, study)
+        assert [t.state for t in done] == [TrialState.COMPLETE] * 2
+        for trial in done:  # each job reported to a trial of its own study
+            run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
+            assert run["config"]["optimizer"]["lr"] == lr and trial.value == run["final"]["val_acc"]
+            assert run["config"]["threads"] == 1
+    assert len(optuna.get_all_study_summaries(database)) == 2
