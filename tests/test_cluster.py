@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
 from hreg.threads import CONCURRENT_JOBS_ENV, cpu_cores, resolve_threads
-from tests.conftest import REPO, compose_config, read_result, run_train
+from tests.conftest import REPO, compose_config, one_error_line, read_result, run_train
 from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
 
 pgserver = pytest.importorskip("pgserver")
@@ -127,6 +127,12 @@ def test_threads_auto_shares_the_cores_among_the_jobs_that_run_at_once(monkeypat
     assert resolve_threads("auto", local.hydra) == 1
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert cpu_cores() == 1
+
+
+def test_a_mistake_in_any_job_stops_the_batch_with_one_line_before_anything_is_submitted(tmp_path):
+    proc = run_train("-m", "hydra/launcher=submitit_local", "epochs=1,0", "monitor=none", cwd=tmp_path)
+    assert one_error_line(proc) == "epochs=0: must be an integer >= 1"
+    assert not list(tmp_path.glob("multirun/*/*/.submitit")), "no job was submitted"
 
 
 def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_dependent_parameters(tmp_path, database):

@@ -10,6 +10,9 @@ collects their returns. Two things it leaves to its users:
 * ``submitit_local`` starts its whole batch at once on this machine; its jobs
   are told how many (``threads.CONCURRENT_JOBS_ENV``) so that ``threads=auto``
   shares the cores among them.
+* A mistake in a job's config would be one line in that job's error log and a
+  traceback in the sweeper: every job of a batch is checked before any is
+  submitted, and a mistake is one line (as the stacked launcher does).
 
 ``SubmititLaunchers``, a Hydra callback in conf/config.yaml, puts hreg's
 subclasses (``hydra_plugins/hreg_plugins/submitit_launchers.py``) in place of
@@ -29,6 +32,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from hreg.errors import exit_on_error
 from hreg.threads import CONCURRENT_JOBS_ENV
 
 log = logging.getLogger("hreg")
@@ -55,11 +59,13 @@ class SubmititLaunchers(Callback):
             config.hydra.overrides.hydra.append(f"hydra.launcher._target_={LAUNCHERS[target]}")  # the jobs' too
 
 
-def _lost_job(job: Any, error: Exception) -> JobReturn:
-    """The failed JobReturn of a submitit job whose process left no result."""
+def _lost_job(job: Any) -> JobReturn:
+    """The failed JobReturn of a submitit job whose process left no result; the log says where its output is."""
     overrides = list(job.submission().args[0])
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    log.error("job %s (%s) ended without a result, so it failed: %s", job.job_id, " ".join(overrides), reason)
+    last = [line for line in (job.stderr() or "").splitlines() if line.strip()][-1:]
+    reason = last[0] if last and last[0].startswith("hreg") else "its process ended (killed, out of memory, a time limit?)"
+    log.error("job %s (%s) ended without a result, so it failed: %s; its output: %s", job.job_id, " ".join(overrides),
+              reason, job.paths.stderr)
     return JobReturn(overrides=overrides, status=JobStatus.FAILED,
                      _return_value=WorkerLost(f"submitit job {job.job_id} ended without a result: {reason}"))
 
@@ -77,8 +83,8 @@ def _lost_workers_fail_alone() -> Iterator[None]:
             return results(job)
         except FailedJobError:  # the job's own code raised outside the task (Hydra returns the task's failures)
             raise
-        except UncompletedJobError as error:
-            return [_lost_job(job, error)]
+        except UncompletedJobError:
+            return [_lost_job(job)]
 
     with mock.patch.object(submitit.Job, "results", results_or_failure):
         yield
@@ -91,13 +97,28 @@ def _environment(**values: str) -> Iterator[None]:
         yield
 
 
+def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
+    """Every job's config as the job will compose it, checked (one line and exit 2 for a mistake)."""
+    from hreg.config import validate  # torch: only when a batch is launched
+
+    with exit_on_error("hreg"):
+        for overrides in job_overrides:
+            config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+            with read_write(config), open_dict(config):
+                del config["hydra"]
+            validate(config)
+
+
 def launch(
+    launcher: Any,
     plugin_launch: Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]],
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
     local: bool,
 ) -> Sequence[JobReturn]:
-    """The plugin's launch of one batch, with lost workers failing alone (and, ``local``: the batch size told)."""
+    """The plugin's launch of one batch, checked first, with lost workers failing alone (and, ``local``: the
+    batch size told to its jobs)."""
+    validate_jobs(launcher, job_overrides)
     told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}
     with _lost_workers_fail_alone(), _environment(**told):
         return plugin_launch(job_overrides, initial_job_idx)

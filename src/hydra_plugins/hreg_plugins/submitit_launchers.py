@@ -14,11 +14,11 @@ class LocalLauncher(plugin.LocalLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hreg.cluster import launch
 
-        return launch(super().launch, job_overrides, initial_job_idx, local=True)
+        return launch(self, super().launch, job_overrides, initial_job_idx, local=True)
 
 
 class SlurmLauncher(plugin.SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hreg.cluster import launch
 
-        return launch(super().launch, job_overrides, initial_job_idx, local=False)
+        return launch(self, super().launch, job_overrides, initial_job_idx, local=False)
