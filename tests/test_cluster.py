@@ -9,6 +9,7 @@ evaluate every epoch, so that a trial runs long enough to be caught mid-way.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
+from hreg import threads
 from hreg.threads import CONCURRENT_JOBS_ENV, cpu_cores, resolve_threads
 from tests.conftest import REPO, compose_config, one_error_line, read_result, run_train
 from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
@@ -38,6 +40,18 @@ def postgres(tmp_path_factory):
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     yield server
     server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left(tmp_path):
+    """After each test, whatever still runs in its directory is killed (a failed test's workers would train on)."""
+    yield
+    for proc in psutil.process_iter(["cwd"]):
+        try:
+            if proc.pid != os.getpid() and proc.info["cwd"] and Path(proc.info["cwd"]).is_relative_to(tmp_path):
+                proc.kill()
+        except psutil.Error:
+            continue
 
 
 @pytest.fixture
@@ -110,23 +124,40 @@ def worker_of(run_dir: Path) -> psutil.Process:
 
 
 def test_threads_auto_shares_the_cores_among_the_jobs_that_run_at_once(monkeypatch):
-    cores = cpu_cores()
+    """The arithmetic of threads=auto on a pretend machine of 8 cores (torch's default: 8)."""
+    monkeypatch.setattr(threads, "cpu_cores", lambda: 8)
+    monkeypatch.setattr(threads, "_torch_default", 8)
+    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS", CONCURRENT_JOBS_ENV):
+        monkeypatch.delenv(name, raising=False)
     single = compose_config(hydra=True)
-    assert resolve_threads("auto", single.hydra) == cores
+    assert resolve_threads("auto", single.hydra) == 8
     assert resolve_threads(3, single.hydra) == 3, "a number wins"
+    monkeypatch.setattr(threads, "_torch_default", 4)  # torch counted physical cores only: auto stays below
+    assert resolve_threads("auto", single.hydra) == 4
+    monkeypatch.setattr(threads, "_torch_default", 8)
+
     joblib = compose_config("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", hydra=True)
     joblib.hydra.mode = "MULTIRUN"
-    assert resolve_threads("auto", joblib.hydra) == max(1, cores // 2)
+    assert resolve_threads("auto", joblib.hydra) == 4
+    joblib.hydra.launcher.n_jobs = -1  # joblib's every core: 8 workers
+    assert resolve_threads("auto", joblib.hydra) == 1
+
     local = compose_config("hydra/launcher=submitit_local", hydra=True)
     local.hydra.mode = "MULTIRUN"
-    assert resolve_threads("auto", local.hydra) == cores, "the launcher did not say it runs several at once"
-    monkeypatch.setenv(CONCURRENT_JOBS_ENV, str(cores * 2))  # more jobs at once than cores: one thread each
+    assert resolve_threads("auto", local.hydra) == 8, "the launcher did not say it runs several at once"
+    monkeypatch.setenv(CONCURRENT_JOBS_ENV, "2")  # hreg's submitit_local started two together
+    assert resolve_threads("auto", local.hydra) == 4
+    local.hydra.launcher.cpus_per_task = 3  # what each task asked for bounds its share
+    assert resolve_threads("auto", local.hydra) == 3
+    local.hydra.launcher.cpus_per_task = 6  # more than its share: the share
+    assert resolve_threads("auto", local.hydra) == 4
+    monkeypatch.setenv(CONCURRENT_JOBS_ENV, "16")  # more jobs at once than cores: one thread each
     assert resolve_threads("auto", local.hydra) == 1
-    monkeypatch.delenv(CONCURRENT_JOBS_ENV)
-    local.hydra.launcher.cpus_per_task = 1  # an allocation of one CPU per task bounds the cores
-    assert resolve_threads("auto", local.hydra) == 1
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    assert cpu_cores() == 1
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert resolve_threads("auto", single.hydra) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert resolve_threads("auto", single.hydra) == 1
 
 
 def test_a_mistake_in_any_job_stops_the_batch_with_one_line_before_anything_is_submitted(tmp_path):
@@ -149,7 +180,8 @@ def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_depende
         run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
         assert run["status"] == "pruned" and run["optuna_trial"] == trial.number and list(trial.intermediate_values) == [1]
         log = (tmp_path / trial.system_attrs[RUN_DIR_ATTR] / "train.log").read_text()
-        assert f"threads: {max(1, cpu_cores() // 2)} (threads=auto)" in log, "two jobs at once share the cores"
+        taken = int(re.search(r"threads: (\d+) \(threads=auto\)", log).group(1))
+        assert 1 <= taken <= max(1, cpu_cores() // 2), "two jobs at once share the cores"
     sweep_dir = tmp_path / "multirun" / "optuna" / "s"
     assert (sweep_dir / "summary.csv").read_text().count("pruned") == 4  # state and status of each
 

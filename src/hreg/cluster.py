@@ -1,7 +1,7 @@
 """hreg on submitit's launchers (``hydra/launcher=submitit_local`` and ``submitit_slurm``).
 
 hydra-submitit-launcher (1.2.0) starts one submitit job per Hydra job and
-collects their returns. Two things it leaves to its users:
+collects their returns. What hreg adds:
 
 * A worker that ends without a result (killed, out of memory, its node lost,
   past its time limit) makes the plugin's ``launch`` raise, which ends the
@@ -12,7 +12,9 @@ collects their returns. Two things it leaves to its users:
   shares the cores among them.
 * A mistake in a job's config would be one line in that job's error log and a
   traceback in the sweeper: every job of a batch is checked before any is
-  submitted, and a mistake is one line (as the stacked launcher does).
+  submitted, and a mistake is one line (as the stacked launcher does). In an
+  Optuna sweep a sampled job's mistake fails its trial only, as with the other
+  launchers (the job's one line is the reason logged).
 
 ``SubmititLaunchers``, a Hydra callback in conf/config.yaml, puts hreg's
 subclasses (``hydra_plugins/hreg_plugins/submitit_launchers.py``) in place of
@@ -61,7 +63,10 @@ class SubmititLaunchers(Callback):
 
 def _lost_job(job: Any) -> JobReturn:
     """The failed JobReturn of a submitit job whose process left no result; the log says where its output is."""
-    overrides = list(job.submission().args[0])
+    try:
+        overrides = list(job.submission().args[0])
+    except Exception:  # the submission file is unreadable: the job is still failed, not the sweep
+        overrides = []
     last = [line for line in (job.stderr() or "").splitlines() if line.strip()][-1:]
     reason = last[0] if last and last[0].startswith("hreg") else "its process ended (killed, out of memory, a time limit?)"
     log.error("job %s (%s) ended without a result, so it failed: %s; its output: %s", job.job_id, " ".join(overrides),
@@ -118,7 +123,10 @@ def launch(
 ) -> Sequence[JobReturn]:
     """The plugin's launch of one batch, checked first, with lost workers failing alone (and, ``local``: the
     batch size told to its jobs)."""
-    validate_jobs(launcher, job_overrides)
+    from hreg.search.study import is_optuna
+
+    if not is_optuna(launcher.config.hydra):  # a sampled trial's mistake fails that trial only
+        validate_jobs(launcher, job_overrides)
     told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}
     with _lost_workers_fail_alone(), _environment(**told):
         return plugin_launch(job_overrides, initial_job_idx)

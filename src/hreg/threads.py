@@ -6,15 +6,17 @@ machine: a training step went from 3.7 ms to 199 ms). With ``threads=auto`` a
 job takes ``max(1, cores // jobs at once)`` threads, where
 
 * ``cores`` are the CPUs this process may run on: its affinity (taskset, a
-  SLURM allocation), ``SLURM_CPUS_PER_TASK`` and submitit's ``cpus_per_task``
-  when they are set;
+  SLURM allocation);
 * ``jobs at once`` is what the launcher runs side by side on one machine:
   joblib's ``n_jobs`` (at most the sweeper's batch), the batch hreg's
   ``submitit_local`` started together (``CONCURRENT_JOBS_ENV``), and 1 for
   every launcher that runs one job at a time in its process or allocation
   (basic, stacked, submitit_slurm) and for a single run.
 
-A number (``threads=4``) wins over all of this.
+The share is at most what the job was granted on its own (``SLURM_CPUS_PER_TASK``,
+submitit's ``cpus_per_task``, ``OMP_NUM_THREADS``) and at most torch's own
+default (which may count physical cores only). A number (``threads=4``) wins
+over all of this.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ CONCURRENT_JOBS_ENV = "HREG_CONCURRENT_JOBS"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
-def cpu_cores(hydra: DictConfig | None = None) -> int:
-    """The CPUs this process may use: its affinity, bounded by a SLURM or submitit per-task allocation."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    allocated = [os.environ.get("SLURM_CPUS_PER_TASK")]
+def cpu_cores() -> int:
+    """The CPUs this process may run on (its affinity: taskset, a SLURM allocation)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _per_job_limits(hydra: DictConfig | None) -> list[int]:
+    """What a job was granted or asked for on its own: SLURM's and submitit's CPUs per task, OMP_NUM_THREADS."""
+    values = [os.environ.get("SLURM_CPUS_PER_TASK"), os.environ.get("OMP_NUM_THREADS")]
     if hydra is not None:
-        allocated.append(hydra.launcher.get("cpus_per_task"))
-    for value in allocated:
-        if value is not None and str(value).isdigit() and int(value) > 0:
-            cores = min(cores, int(value))
-    return cores
+        values.append(hydra.launcher.get("cpus_per_task"))
+    return [int(v) for v in values if v is not None and str(v).isdigit() and int(v) > 0]
 
 
 def _sweeper_batch(hydra: DictConfig) -> int | None:
@@ -58,16 +61,27 @@ def concurrent_jobs(hydra: DictConfig | None) -> int:
         return max(1, int(os.environ[CONCURRENT_JOBS_ENV]))
     if hydra.launcher.get("_target_") == JOBLIB_LAUNCHER:
         n_jobs = int(hydra.launcher.get("n_jobs") or 1)
-        workers = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)  # joblib's -1: every core
+        workers = n_jobs if n_jobs > 0 else max(1, cpu_cores() + 1 + n_jobs)  # joblib's -1: every core
         return min(workers, _sweeper_batch(hydra) or workers)
     return 1
 
 
+#: torch's own thread count before hreg first set one (it may count physical cores only): auto never exceeds it.
+_torch_default: int | None = None
+
+
 def resolve_threads(setting: int | str, hydra: DictConfig | None) -> int:
-    """``threads`` as a number: the setting itself, or auto's share of the cores."""
+    """``threads`` as a number: the setting itself, or auto's share of the cores (at most a job's own limits
+    and torch's default)."""
     if setting != "auto":
         return int(setting)
-    return max(1, cpu_cores(hydra) // concurrent_jobs(hydra))
+    import torch
+
+    global _torch_default
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
+    share = cpu_cores() // concurrent_jobs(hydra)
+    return max(1, min([share, _torch_default, *_per_job_limits(hydra)]))
 
 
 def set_threads(setting: int | str, hydra: DictConfig | None) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from hreg.config import validate
 from hreg.errors import exit_on_error
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
-from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SearchError, database_url, is_optuna, storage_url
+from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url
 from hreg.search.trial import build_pruner
 
 log = logging.getLogger("hreg")
@@ -76,7 +77,7 @@ def _open_study(name: str, url: str, direction: str, attempts: int = 5):
         try:
             return optuna.create_study(study_name=name, storage=url, direction=direction, load_if_exists=True)
         except (IntegrityError, ProgrammingError) as error:
-            if attempt == attempts:
+            if attempt == attempts or not any(race in str(error) for race in ("already exists", "duplicate key")):
                 raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
             time.sleep(0.5 * attempt)
         except Exception as error:  # a database that cannot be reached or opened
@@ -155,6 +156,9 @@ class OptunaSearch(Callback):
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # trial dirs of a rerun never collide
         default("hydra.sweep.subdir", f"{stamp}_${{hydra.job.num}}")
         default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
+        sweep_id = uuid.uuid4().hex[:12]  # this sweeper process, for its jobs to find their trials (trial.py)
+        overrides.append(f"++hydra.job.env_set.{SWEEP_ID}={sweep_id}")
+        OmegaConf.update(config, f"hydra.job.env_set.{SWEEP_ID}", sweep_id, force_add=True)
         if config.hydra.sweeper.storage is None:
             raise SearchError("hydra.sweeper.storage=null: the search needs a database (for pruning and resume)")
         if not isinstance(config.hydra.sweeper.n_trials, int) or config.hydra.sweeper.n_trials < 0:
@@ -171,11 +175,16 @@ class OptunaSearch(Callback):
         url = storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         study = _open_study(sweeper.study_name, url, str(sweeper.direction))
+        lost = set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             Trial(study, trial._trial_id).set_system_attr(STATUS_ATTR, Status.LOST.value)
             study.tell(trial.number, state=TrialState.FAIL)
+            lost.add(trial.number)  # whatever its status says by now (its worker may still be writing it)
             log.warning("optuna: trial %d was left running by an earlier sweep; marked failed", trial.number)
-        done = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get(STATUS_ATTR) != Status.LOST.value]
+        done = [
+            t for t in study.get_trials(deepcopy=False)
+            if t.number not in lost and t.system_attrs.get(STATUS_ATTR) != Status.LOST.value
+        ]
         remaining = max(0, sweeper.n_trials - len(done))
         log.info(
             "optuna: study %s in %s: %d trials done, %d to run (n_trials=%d)",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, SearchError
+from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, SearchError, job_key
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 TYPES = ("float", "int", "categorical")
 
 #: The plugin asks a batch of trials, calls ``suggest`` on each in order, then launches them as Hydra jobs
-#: numbered on from 0 in its process: the n-th trial ``suggest`` sees in a sweeper process becomes job n.
+#: numbered on from 0 in its process: the n-th trial ``suggest`` sees in a sweeper process becomes job n
+#: (recorded with the sweeper's id, since a restarted sweeper numbers from 0 again).
 _job_numbers = itertools.count()
 
 
@@ -68,7 +69,7 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
             _sample(trial, entry)
     overrides = {**trial.params, **trial.user_attrs}  # what the plugin turns into the job's overrides
     trial.set_system_attr(OVERRIDES_ATTR, sorted(f"{k}={v}" for k, v in overrides.items()))
-    trial.set_system_attr(JOB_ATTR, next(_job_numbers))
+    trial.set_system_attr(JOB_ATTR, job_key(cfg.hydra, next(_job_numbers)))
 
 
 def _is_number(value: Any) -> bool:

@@ -16,11 +16,21 @@ DATABASE = "optuna.db"
 
 # System attributes of a trial (user attributes are the plugin's fixed parameters).
 OVERRIDES_ATTR = "hreg:overrides"  # the job's overrides, set when the trial is sampled
-JOB_ATTR = "hreg:job"  # the Hydra job number (hydra.job.num) the trial is launched as, set when it is sampled
+JOB_ATTR = "hreg:job"  # [sweep id, hydra.job.num]: the sweeper process and job the trial is launched as
 RUN_DIR_ATTR = "hreg:run_dir"  # set by the job that claims the trial
 STATUS_ATTR = "hreg:status"  # the run's status: completed, pruned, diverged, ... or lost
 FINAL_ATTR = "hreg:final"  # final metrics of the run (validation and test)
 EPOCHS_ATTR = "hreg:epochs"  # epochs the run trained
+
+
+#: The id of one sweeper process, set by the search callback as an environment variable of every job
+#: (hydra.job.env_set): job numbers start from 0 again when a sweep is restarted.
+SWEEP_ID = "HREG_SWEEP_ID"
+
+
+def job_key(hydra: DictConfig, job_num: int) -> list:
+    """What a trial records of the job it is launched as (``JOB_ATTR``), from the sweep's ``hydra`` node."""
+    return [hydra.job.env_set.get(SWEEP_ID), job_num]
 
 
 class SearchError(UserError):

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.result import Status
 from hreg.search.study import (
-    EPOCHS_ATTR, FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, storage_url,
+    EPOCHS_ATTR, FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, job_key, storage_url,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +55,12 @@ class TrialReporter(Hook):
 
     @classmethod
     def connect(cls, ctx: RunContext) -> TrialReporter | None:
-        """Reconnect to the sweep's study and claim the running trial launched as this job (overrides and number)."""
+        """Reconnect to the sweep's study and claim the trial launched as this job (overrides, sweeper and number).
+
+        A job started again in its own directory (a requeued submitit job) claims its trial again. A job whose
+        trial has ended already (a restarted sweeper failed it as lost) gets a reporter all the same: its first
+        report is refused, and the run stops as lost.
+        """
         import optuna
         from optuna.trial import Trial, TrialState
 
@@ -63,17 +68,26 @@ class TrialReporter(Hook):
         sweeper = hydra.sweeper
         pruner = build_pruner(ctx.cfg.search)
         study = optuna.load_study(sweeper.study_name, storage=storage_url(sweeper.storage), pruner=pruner)
-        overrides = sorted(hydra.overrides.task)
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        overrides, here, job = sorted(hydra.overrides.task), hydra.runtime.output_dir, job_key(hydra, hydra.job.num)
+        for frozen in study.get_trials(deepcopy=False):
             attrs = frozen.system_attrs
-            ours = attrs.get(OVERRIDES_ATTR) == overrides and attrs.get(JOB_ATTR, hydra.job.num) == hydra.job.num
-            if ours and RUN_DIR_ATTR not in attrs:
-                trial = Trial(study, frozen._trial_id)
-                trial.set_system_attr(RUN_DIR_ATTR, hydra.runtime.output_dir)
+            if attrs.get(OVERRIDES_ATTR) != overrides or attrs.get(RUN_DIR_ATTR, here) != here:
+                continue
+            trial = Trial(study, frozen._trial_id)
+            if frozen.state == TrialState.RUNNING and attrs.get(JOB_ATTR, job) == job:
+                trial.set_system_attr(RUN_DIR_ATTR, here)
                 ctx.log.info("optuna: trial %d of study %s (pruner %s)", trial.number, study.study_name, type(pruner).__name__)
+                return cls(trial, ctx.cfg.objective)
+            if attrs.get(JOB_ATTR) == job:  # this very job's trial (the sweeper id makes it unique), ended
+                ctx.log.warning("optuna: trial %d of study %s has ended (%s) before this job reported to it",
+                                trial.number, study.study_name, frozen.state.name.lower())
                 return cls(trial, ctx.cfg.objective)
         ctx.log.warning("optuna: no running trial of study %s matches this job; it reports nothing", study.study_name)
         return None
+
+    def _finished(self) -> bool:
+        """Whether the trial has ended (read from the database, not this process's cache)."""
+        return self.trial.study._storage.get_trial(self.trial._trial_id).state.is_finished()
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         ctx.result.set_extra("optuna_trial", self.trial.number)
@@ -86,7 +100,7 @@ class TrialReporter(Hook):
         try:
             self.trial.report(metrics[self.objective], epoch)
         except RuntimeError:  # optuna refuses reports to a finished trial
-            if not self.trial.study._storage.get_trial(self.trial._trial_id).state.is_finished():
+            if not self._finished():
                 raise
             raise TrialEnded(
                 f"trial {self.trial.number} was ended by another process (a restarted sweeper marks the trials "
@@ -103,9 +117,15 @@ class TrialReporter(Hook):
         if result.status == Status.LOST:  # the trial is finished: nothing more can be recorded on it
             return
         final = result.final or {}
-        self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
-        self.trial.set_system_attr(EPOCHS_ATTR, result.epochs_completed)
-        self.trial.set_system_attr(STATUS_ATTR, result.status.value)
+        try:
+            self.trial.set_system_attr(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
+            self.trial.set_system_attr(EPOCHS_ATTR, result.epochs_completed)
+            self.trial.set_system_attr(STATUS_ATTR, result.status.value)
+        except RuntimeError:  # optuna refuses attributes on a finished trial: a restarted sweeper failed it meanwhile
+            if not self._finished():
+                raise
+            ctx.log.warning("optuna: trial %d ended before this run could record its end on it", self.trial.number)
+            return
         if result.status == Status.INTERRUPTED:
             ctx.log.warning(
                 "optuna: the same sweep command resumes study %s; trial %d will be run again",
