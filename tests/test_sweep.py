@@ -7,15 +7,19 @@ temporary directory, so its multirun/ and database stay out of the repository.
 from __future__ import annotations
 
 import csv
+import logging
+from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import Trial, TrialState
+from omegaconf import OmegaConf
 
 from hreg import checkpoint
 from hreg.search.space import suggest
-from hreg.search.study import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url
+from hreg.search.study import FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url
+from hreg.search.trial import TrialEnded, TrialReporter
 from hreg.search.summary import main as hreg_study
 from tests.conftest import compose_config, one_error_line, read_result, run_train
 
@@ -178,3 +182,37 @@ def test_parallel_trials_with_joblib_each_report_to_their_own_trial(tmp_path):
 def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):
     proc = sweep(tmp_path, "bad", *args, expect_rc=2)
     assert message in one_error_line(proc)
+
+
+def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_trial_has_ended(tmp_path):
+    """Job numbers start from 0 in every sweeper process: a trial records which process launched it."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    overrides = ["optimizer.lr=0.001"]
+
+    def sampled(sweeper_id: str) -> Trial:  # as suggest() records a trial launched as job 0
+        trial = study.ask()
+        trial.set_system_attr(OVERRIDES_ATTR, overrides)
+        trial.set_system_attr(JOB_ATTR, [sweeper_id, 0])
+        return trial
+
+    def job(sweeper_id: str, run_dir: str) -> SimpleNamespace:  # what connect reads of a job's run context
+        hydra = OmegaConf.create({
+            "sweeper": {"study_name": "s", "storage": url}, "overrides": {"task": overrides},
+            "runtime": {"output_dir": run_dir}, "job": {"num": 0, "env_set": {SWEEP_ID: sweeper_id}},
+        })
+        return SimpleNamespace(hydra=hydra, cfg=compose_config("search.pruner=null"), log=logging.getLogger("test"))
+
+    old = sampled("first")
+    study.tell(old.number, state=TrialState.FAIL)  # the first sweeper was killed; its restart failed the trial
+    new = sampled("second")  # and asked one in its place: same overrides, same job number
+    late = TrialReporter.connect(job("first", "first/0"))  # the first sweeper's job, starting only now
+    assert late.trial.number == old.number, "it never takes the new sweeper's trial"
+    with pytest.raises(TrialEnded):
+        late.on_epoch_end(None, 1, None, {"val_acc": 0.5}, True)
+    current = TrialReporter.connect(job("second", "second/0"))
+    assert current.trial.number == new.number
+    assert optuna.load_study("s", storage=url).trials[new.number].system_attrs[RUN_DIR_ATTR] == "second/0"
+    again = TrialReporter.connect(job("second", "second/0"))  # the same job started again (requeued)
+    assert again.trial.number == new.number
+    assert TrialReporter.connect(job("second", "elsewhere/0")) is None, "a claimed trial is not taken twice"
