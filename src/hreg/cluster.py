@@ -95,13 +95,6 @@ def _lost_workers_fail_alone() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Environment variables for the processes started inside (submitit_local's jobs inherit them)."""
-    with mock.patch.dict(os.environ, values):
-        yield
-
-
 def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
     """Every job's config as the job will compose it, checked (one line and exit 2 for a mistake)."""
     from hreg.config import validate  # torch: only when a batch is launched
@@ -127,6 +120,6 @@ def launch(
 
     if not is_optuna(launcher.config.hydra):  # a sampled trial's mistake fails that trial only
         validate_jobs(launcher, job_overrides)
-    told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}
-    with _lost_workers_fail_alone(), _environment(**told):
+    told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}  # submitit_local's jobs inherit it
+    with _lost_workers_fail_alone(), mock.patch.dict(os.environ, told):
         return plugin_launch(job_overrides, initial_job_idx)

@@ -47,7 +47,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
     continues from.
     """
     validate(cfg)
-    log.info("threads: %d (threads=%s)", set_threads(cfg.get("threads") or "auto", hydra), cfg.get("threads") or "auto")
+    threads = cfg.get("threads") or "auto"  # none in the configs of runs saved before the setting
+    log.info("threads: %d (threads=%s)", set_threads(threads, hydra), threads)
     try:
         with RunDirLock(run_dir):
             result = train(cfg, run_dir, resume, hydra)

@@ -76,12 +76,12 @@ def _open_study(name: str, url: str, direction: str, attempts: int = 5):
     for attempt in range(1, attempts + 1):
         try:
             return optuna.create_study(study_name=name, storage=url, direction=direction, load_if_exists=True)
-        except (IntegrityError, ProgrammingError) as error:
-            if attempt == attempts or not any(race in str(error) for race in ("already exists", "duplicate key")):
+        except Exception as error:  # a database that cannot be reached or opened, or the race
+            race = isinstance(error, (IntegrityError, ProgrammingError)) and any(
+                words in str(error) for words in ("already exists", "duplicate key"))
+            if not race or attempt == attempts:
                 raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
             time.sleep(0.5 * attempt)
-        except Exception as error:  # a database that cannot be reached or opened
-            raise SearchError(f"hydra.sweeper.storage={url}: cannot open the study database ({error})") from None
 
 
 class OptunaSearch(Callback):

@@ -60,8 +60,8 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
 
     Entries already set (sampled from a command-line sweep, or fixed by a plain
     override) are left alone; an entry whose ``when`` fails is not sampled. The
-    overrides the job will get and its job number are recorded on the trial, for
-    the job to find it (jobs running at once with the same overrides by number).
+    overrides the job will get and the job it is launched as (sweeper process and
+    job number) are recorded on the trial, for the job to find it.
     """
     for entry in cfg.search.space.values():
         taken = entry.param in trial.params or entry.param in trial.user_attrs

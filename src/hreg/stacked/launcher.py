@@ -39,9 +39,9 @@ from hreg.device import build_device
 from hreg.errors import RunInterrupted, exit_on_error
 from hreg.progress import LOG_FORMAT
 from hreg.stacked.engine import Member, fit_stack
+from hreg.stacked.grouping import plan_stacks, stack_key
 from hreg.stopping import Interrupted
 from hreg.threads import set_threads
-from hreg.stacked.grouping import plan_stacks, stack_key
 
 log = logging.getLogger("hreg")
 
