@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -35,13 +36,24 @@ def run_cli(
     """A user's command in a subprocess: ``train.py`` (run from ``cwd``, where outputs/ or multirun/ go)
     or a console script (``hreg-resume``, ``hreg-eval``, ``hreg-report``, ``hreg-study``, ``hreg-mnist``)."""
     argv = [sys.executable, str(REPO / "train.py")] if command == "train.py" else [str(BIN / command)]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([*argv, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([*argv, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=cli_env(env))
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's command: Hydra's short error messages, no Python warnings."""
+    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(extra or {})}
 
 
 def run_train(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     """`python train.py ARGS` from ``cwd``."""
     return run_cli("train.py", *args, cwd=cwd, **kwargs)
+
+
+def start_train(*args: str, cwd: Path, output: IO[str] | int = subprocess.PIPE) -> subprocess.Popen:
+    """`python train.py ARGS` from ``cwd`` in the background (to be interrupted or killed); stdout and stderr
+    together go to ``output`` (a pipe by default)."""
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=cli_env(),
+                            stdout=output, stderr=subprocess.STDOUT, text=True)
 
 
 def read_result(run_dir: Path) -> dict:

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from optuna.trial import TrialState
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
 from hreg import threads
 from hreg.threads import CONCURRENT_JOBS_ENV, cpu_cores, resolve_threads
-from tests.conftest import REPO, compose_config, one_error_line, read_result, run_train
+from tests.conftest import compose_config, one_error_line, read_result, run_train, start_train
 from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
 
 pgserver = pytest.importorskip("pgserver")
@@ -76,10 +75,8 @@ def sweep(tmp_path: Path, url: str, study: str, *args: str) -> subprocess.Comple
 
 def start_sweep(tmp_path: Path, url: str, study: str, *args: str) -> subprocess.Popen:
     """The same sweep as a process of its own (to be killed, or beside another); its output in sweeper-STUDY.log."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     with open(tmp_path / f"sweeper-{study}.log", "a") as out:
-        return subprocess.Popen([sys.executable, str(REPO / "train.py"), *sweep_args(url, study, *args)],
-                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return start_train(*sweep_args(url, study, *args), cwd=tmp_path, output=out)
 
 
 def finished(proc: subprocess.Popen, tmp_path: Path, study: str) -> None:

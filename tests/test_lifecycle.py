@@ -6,7 +6,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from omegaconf import OmegaConf
 
 from hreg import checkpoint
 from hreg.run import run, train
-from tests.conftest import REPO, compose_config, events, read_result, run_cli
+from tests.conftest import compose_config, events, read_result, run_cli, start_train
 
 RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise", "monitor.histograms=5")
 
@@ -28,11 +27,7 @@ def uninterrupted(tmp_path_factory):
 
 def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    return proc, run_dir
+    return start_train(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path), run_dir
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import statistics
-import subprocess
-import sys
 import time
 
 import optuna
@@ -17,7 +15,7 @@ from hreg.engine import fit
 from hreg.lightning_engine import MNISTDataModule, RunRecord, build_trainer
 from hreg.result import Status
 from hreg.search.study import database_url
-from tests.conftest import QUICK, REPO, compose_config, events, one_error_line, read_result, run_train
+from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train, start_train
 
 VARIANTS = {"none": [], "l2": ["regularizer=l2", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
             "batchnorm": ["model/norm=batchnorm"]}
@@ -128,9 +126,8 @@ def test_ddp_in_a_multirun_is_refused_with_one_line(tmp_path):
 
 def test_ctrl_c_ends_a_lightning_run_cleanly_with_its_record(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "epochs=200", "eval_every=1", "engine=lightning",
-                             "monitor=none", f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_train("epochs=200", "eval_every=1", "engine=lightning", "monitor=none", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (run_dir / "result.json").exists():  # written at the first evaluation
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,17 +19,14 @@ from hreg import checkpoint
 from hreg.loop import DIVERGED_LOSS, batch_bounds
 from hreg.run import run, train
 from hreg.search.study import STATUS_ATTR, database_url
-from tests.conftest import QUICK, REPO, compose_config, one_error_line, read_result, run_cli, run_train
+from tests.conftest import QUICK, compose_config, one_error_line, read_result, run_cli, run_train, start_train
 
 FAST_SWEEP = ("epochs=3", "data.train_fraction=0.01", "monitor=none", "regularizer=none", "augment=none",
               "model/norm=none", "model.dropout=0.0")
 
 
-def start_train(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
-        cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+def start_run(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    return start_train(*overrides, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -46,7 +42,7 @@ def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> N
 
 def test_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     run_dir = tmp_path / "x"
-    first = start_train(run_dir, "epochs=60", "monitor=none")
+    first = start_run(run_dir, "epochs=60", "monitor=none")
     try:
         wait_for_file(run_dir / "result.json", first)
         config_before = (run_dir / ".hydra" / "config.yaml").read_text()
@@ -67,7 +63,7 @@ def test_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
 
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     run_dir = tmp_path / "x"
-    proc = start_train(run_dir, "epochs=200", "checkpoint.every=5", "monitor=none")
+    proc = start_run(run_dir, "epochs=200", "checkpoint.every=5", "monitor=none")
     wait_for_file(run_dir / "checkpoints" / checkpoint.LAST, proc)
     proc.kill()
     proc.wait()

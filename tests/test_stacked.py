@@ -6,8 +6,6 @@ import copy
 import json
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from hreg.stacked.engine import Member, Stack, fit_stack
 from hreg.stacked.grouping import plan_stacks, stack_key
 from hreg.stacked.model import StackedMLP
 from hreg.stacked.optim import StackedOptimizer
-from tests.conftest import REPO, compose_config, events, read_result, run_cli, run_train
+from tests.conftest import compose_config, events, read_result, run_cli, run_train, start_train
 
 FAST = ("data.train_fraction=0.02", "eval_every=1")
 
@@ -283,11 +281,8 @@ def test_a_mistake_in_any_job_stops_the_stack_with_one_line_before_training(tmp_
 
 def test_ctrl_c_checkpoints_every_member_and_each_resumes(tmp_path):
     sweep = tmp_path / "s"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=stacked", "seed=0,1,2", "epochs=300",
-         "monitor=none", "data.train_fraction=0.02", "eval_every=10", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc = start_train("-m", "hydra/launcher=stacked", "seed=0,1,2", "epochs=300", "monitor=none",
+                       "data.train_fraction=0.02", "eval_every=10", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (sweep / "2" / "result.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()

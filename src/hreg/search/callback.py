@@ -168,7 +168,6 @@ class OptunaSearch(Callback):
 
     def _resume(self, config: DictConfig) -> None:
         """Fail the trials a crash left running; ask only for the trials still missing."""
-        import optuna
         from optuna.trial import Trial, TrialState
 
         sweeper = config.hydra.sweeper
