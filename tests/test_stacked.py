@@ -64,7 +64,7 @@ def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimiz
     ours = copy.deepcopy(models)
     theirs = [instantiate(c)(m.parameters()) for c, m in zip(configs, models)]
     stack = StackedMLP(ours, [0.0] * 3)
-    stacked = StackedOptimizer(configs, stack.parameters())
+    stacked = StackedOptimizer(configs, stack.flat)
     for _ in range(5):
         x, y = torch.randn(3, 64, 784), torch.randint(0, 10, (3, 64))
         for i, (model, opt) in enumerate(zip(models, theirs)):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hreg.model import MLP
+from hreg.stacked.flat import FlatParameters
 
 _NORMS = {nn.BatchNorm1d: "batchnorm", nn.LayerNorm: "layernorm"}
 
@@ -48,35 +49,39 @@ class StackedMLP:
         self.eps = norms[0].eps if norms else 0.0
         self.momentum = norms[0].momentum if self.norm == "batchnorm" else 0.0
 
-        def stack(tensors: list[torch.Tensor], grad: bool) -> torch.Tensor:
-            return torch.stack([t.detach() for t in tensors]).clone().requires_grad_(grad)
+        def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([t.detach() for t in tensors]).clone()
 
         linears = [list(m.linear_layers().values()) for m in members]
-        self.weights = [stack([ls[i].weight for ls in linears], True) for i in range(len(linears[0]))]
-        self.biases = [stack([ls[i].bias for ls in linears], True) for i in range(len(linears[0]))]
         norm_layers = [_norm_layers(m) for m in members]
-        self.gains = [stack([ns[i].weight for ns in norm_layers], True) for i in range(len(norms))]
-        self.shifts = [stack([ns[i].bias for ns in norm_layers], True) for i in range(len(norms))]
+        per_layer = []  # the order of MLP.parameters(): each Linear's weight and bias, then its norm's gain and shift
+        for i in range(len(linears[0])):
+            per_layer += [stack([ls[i].weight for ls in linears]), stack([ls[i].bias for ls in linears])]
+            if i < len(norms):
+                per_layer += [stack([ns[i].weight for ns in norm_layers]), stack([ns[i].bias for ns in norm_layers])]
+        self._set_parameters(FlatParameters(per_layer))
         if self.norm == "batchnorm":
-            self.running_mean = [stack([ns[i].running_mean for ns in norm_layers], False) for i in range(len(norms))]
-            self.running_var = [stack([ns[i].running_var for ns in norm_layers], False) for i in range(len(norms))]
+            self.running_mean = [stack([ns[i].running_mean for ns in norm_layers]) for i in range(len(norms))]
+            self.running_var = [stack([ns[i].running_var for ns in norm_layers]) for i in range(len(norms))]
         else:
             self.running_mean, self.running_var = [], []
         device = self.weights[0].device
         self.dropout = torch.tensor([float(p) for p in dropout], device=device)
         self.dropped = (self.dropout > 0).nonzero().flatten()
 
+    def _set_parameters(self, flat: FlatParameters) -> None:
+        self.flat = flat
+        step = 4 if self.norm is not None else 2
+        tensors = flat.tensors
+        self.weights, self.biases = tensors[0::step], tensors[1::step]
+        self.gains, self.shifts = (tensors[2::step], tensors[3::step]) if self.norm is not None else ([], [])
+
     def __len__(self) -> int:
         return self.weights[0].shape[0]
 
     def parameters(self) -> list[torch.Tensor]:
-        """The trained tensors, in the order of the members' ``MLP.parameters()``."""
-        params = []
-        for i in range(len(self.weights)):
-            params += [self.weights[i], self.biases[i]]
-            if i < len(self.gains):
-                params += [self.gains[i], self.shifts[i]]
-        return params
+        """The trained tensors, in the order of the members' ``MLP.parameters()`` (views into ``flat``)."""
+        return self.flat.tensors
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.running_mean, *self.running_var]
@@ -102,7 +107,7 @@ class StackedMLP:
         if training:  # each member's features are channels of their own: (B, K * features), statistics over B
             k, b, features = h.shape
             out = F.batch_norm(h.transpose(0, 1).reshape(b, k * features), p.running_mean[i].view(-1),
-                               p.running_var[i].view(-1), p.gains[i].view(-1), p.shifts[i].view(-1),
+                               p.running_var[i].view(-1), p.gains[i].reshape(-1), p.shifts[i].reshape(-1),
                                training=True, momentum=self.momentum, eps=self.eps)
             return out.view(b, k, features).transpose(0, 1)
         scale = gain * torch.rsqrt(p.running_var[i].unsqueeze(1) + self.eps)
@@ -175,11 +180,8 @@ class StackedMLP:
     def keep(self, members: torch.Tensor) -> None:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""
 
-        def select(tensors: list[torch.Tensor], grad: bool) -> list[torch.Tensor]:
-            return [t.detach()[members].clone().requires_grad_(grad) for t in tensors]
-
-        self.weights, self.biases = select(self.weights, True), select(self.biases, True)
-        self.gains, self.shifts = select(self.gains, True), select(self.shifts, True)
-        self.running_mean, self.running_var = select(self.running_mean, False), select(self.running_var, False)
+        self._set_parameters(self.flat.keep(members))
+        self.running_mean = [t[members] for t in self.running_mean]
+        self.running_var = [t[members] for t in self.running_var]
         self.dropout = self.dropout[members]
         self.dropped = (self.dropout > 0).nonzero().flatten()
