@@ -148,9 +148,9 @@ class BatchAugment:
         xs = (torch.arange(w, device=device) * 2 + 1) / w - 1
         ys = ((torch.arange(h, device=device) * 2 + 1) / h - 1)[:, None]
         dx, dy = xs - shift_x[..., None, None], ys - shift_y[..., None, None]
-        grid = torch.stack([cos * dx + sin * dy, cos * dy - sin * dx], dim=-1)
-        if self.any_elastic:
-            grid = grid + self._elastic_field(k, b, h, w, device)
+        grid = self._elastic_field(k, b, h, w, device) if self.any_elastic else torch.zeros(k, b, h, w, 2, device=device)
+        grid[..., 0] += cos * dx + sin * dy  # written into the grid: no stacking pass over it
+        grid[..., 1] += cos * dy - sin * dx
         return grid
 
     def _elastic_field(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -168,11 +168,13 @@ class BatchAugment:
         if self.moved:
             k, b, c, h, w = len(self.moved), *x.shape[1:]
             grid = self._grid(k, b, h, w, x.device)
+            everyone = k == len(x)  # then no gathering and scattering of the moved members' images
             # Sampled around the background, so that what comes into view is black.
-            source = x.index_select(0, self.moved_index) - BACKGROUND
+            source = (x if everyone else x.index_select(0, self.moved_index)) - BACKGROUND
             moved = F.grid_sample(source.view(k * b, c, h, w), grid.view(k * b, h, w, 2),
                                   mode="bilinear", padding_mode="zeros", align_corners=False)
-            x = x.index_copy(0, self.moved_index, moved.view(k, b, c, h, w) + BACKGROUND)
+            moved = moved.view(k, b, c, h, w).add_(BACKGROUND)
+            x = moved if everyone else x.index_copy(0, self.moved_index, moved)
         if self.any_noise:
             x = x + self.noise.view(-1, 1, 1, 1, 1) * torch.randn_like(x)
         return x[0] if single else x

@@ -125,7 +125,7 @@ class StackedMLP:
                 return h
             if self.norm is not None:
                 h = self._normalise(h, i, p, training)
-            h = F.relu(h)
+            h = F.relu(h, inplace=True)  # on a fresh tensor that backward does not need: no copy
             if training and len(self.dropped):
                 h = self._dropout(h)
         return h
@@ -157,7 +157,7 @@ class StackedMLP:
         p = self._slices(members)
         m, out = p.weights[0].shape[:2]
         h = torch.addmm(p.biases[0].reshape(-1), x, p.weights[0].reshape(m * out, -1).T)  # (N, M * out)
-        h = h.view(len(x), m, out).transpose(0, 1).contiguous()  # (M, N, out): member-major for what follows
+        h = h.view(len(x), m, out).transpose(0, 1)  # (M, N, out): the batched products read it strided
         return self._layers(h, p, training=False, first_done=True)
 
     # --- members in and out --------------------------------------------------------------------
