@@ -8,10 +8,13 @@ import signal
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import optuna
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from optuna.trial import TrialState
 from torch import nn
@@ -25,9 +28,10 @@ from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
 from hreg.stacked.engine import Member, Stack, fit_stack
 from hreg.stacked.grouping import plan_stacks, stack_key
+from hreg.stacked.launcher import ComposedOnce
 from hreg.stacked.model import StackedMLP
 from hreg.stacked.optim import StackedOptimizer
-from tests.conftest import compose_config, events, read_result, run_cli, run_train, start_train
+from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train
 
 FAST = ("data.train_fraction=0.02", "eval_every=1")
 
@@ -174,6 +178,22 @@ def test_what_regularizers_do_keeps_its_direction_in_both_engines(both_engines):
 
 
 # --- grouping --------------------------------------------------------------------------------------------------
+
+
+def test_the_launcher_takes_the_configs_the_sweeper_composed_to_check_them():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        master = compose(config_name="config", return_hydra_config=True)
+        job = ["variant=l1", "epochs=7"]
+        loader = ComposedOnce(GlobalHydra.instance().config_loader())
+        checked = loader.load_sweep_config(master, job)  # what validate_batch_is_legal does
+        checked.epochs = 99  # whatever the sweeper does with its own copy
+        calls = []
+        loader.loader = mock.Mock(load_sweep_config=lambda master, job: calls.append(master))
+        taken = loader.take(master, job)
+        assert not calls, "taken, not composed again"
+        assert taken.regularizer.kind == "l1" and taken.epochs == 7 and taken.hydra.job.config_name == "config"
+        loader.take(master, job)  # taken once: the next time it is composed
+        assert calls == [master]
 
 
 def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ():
