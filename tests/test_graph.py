@@ -11,6 +11,7 @@ from hreg.build import build_context
 from hreg.loop import batch_bounds, epoch_stats, train_batches
 from hreg.graph import EpochGraph, make_capturable, optimizer_state
 from hreg.run import train
+from hreg.stacked.engine import Member, fit_stack
 from tests.conftest import QUICK, compose_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -39,6 +40,22 @@ def test_a_graphed_run_reaches_the_eager_runs_accuracy(tmp_path, variant):
         cfg = compose_config("epochs=200", "monitor=none", "device=cuda", f"train.cuda_graph={setting}", *variant)
         results[setting] = train(cfg, tmp_path / setting)
     assert abs(results["true"].final["val_acc"] - results["false"].final["val_acc"]) < 0.003, results
+
+
+@cuda
+def test_a_graphed_stack_reaches_the_eager_stacks_accuracy(tmp_path):
+    """The stacked engine's epochs as graphs (one buffer of parameters, its optimizer and penalties inside)."""
+    variants = [["regularizer=l1"], ["model.dropout=0.2", "augment=noise_affine"], ["regularizer=l2", "optimizer.lr=3e-3"]]
+    finals = {}
+    for setting in ("true", "false"):
+        members = [Member(str(i), build_context(compose_config("epochs=200", "eval_every=200", "monitor=none",
+                                                               "checkpoint.every=0", "device=cuda", f"seed={i}",
+                                                               f"train.cuda_graph={setting}", *variant),
+                                                tmp_path / setting / str(i)), [])
+                   for i, variant in enumerate(variants)]
+        fit_stack(members, seed=0)
+        finals[setting] = [m.ctx.result.final["val_acc"] for m in members]
+    assert all(abs(graphed - eager) < 0.003 for graphed, eager in zip(finals["true"], finals["false"])), finals
 
 
 @cuda
