@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import csv
 import logging
+import uuid
 from types import SimpleNamespace
+from unittest import mock
 
 import optuna
 import pytest
 import yaml
 from optuna.trial import Trial, TrialState
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict, read_write
 
 from hreg import checkpoint
 from hreg.search.space import suggest
-from hreg.search.study import FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url
+from hreg.search.study import (
+    FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url, job_key,
+)
 from hreg.search.trial import TrialEnded, TrialReporter
 from hreg.search.summary import main as hreg_study
 from tests.conftest import compose_config, one_error_line, read_result, run_train
@@ -182,6 +187,20 @@ def test_parallel_trials_with_joblib_each_report_to_their_own_trial(tmp_path):
 def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):
     proc = sweep(tmp_path, "bad", *args, expect_rc=2)
     assert message in one_error_line(proc)
+
+
+@pytest.mark.parametrize("drawn", ["123456789012", "1234e5678901", "0123abcdef45"])
+def test_a_job_sees_the_sweep_id_its_sweeper_records_whatever_uuid_draws(drawn):
+    """The sweeper's id reaches its jobs as an override, which Hydra parses (1234e5678901 as a float, inf): it must
+    arrive as the string the sweeper records on its trials, or no job finds its trial (a flaky failure in CI)."""
+    config = compose_config("hydra/sweeper=optuna", hydra=True)
+    search = instantiate(config.hydra.callbacks.optuna_search)
+    with mock.patch("uuid.uuid4", return_value=uuid.UUID(drawn + "0" * 20)), read_write(config), open_dict(config):
+        config.hydra.job.num = 0  # as in a multirun's config (the compose API leaves it missing)
+        search._apply_defaults(config)
+    job = compose_config("hydra/sweeper=optuna", *config.hydra.overrides.hydra, hydra=True)  # as Hydra composes it
+    assert job_key(job.hydra, 3) == job_key(config.hydra, 3)
+    assert drawn in job_key(job.hydra, 3)[0]
 
 
 def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_trial_has_ended(tmp_path):

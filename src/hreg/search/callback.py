@@ -156,7 +156,9 @@ class OptunaSearch(Callback):
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # trial dirs of a rerun never collide
         default("hydra.sweep.subdir", f"{stamp}_${{hydra.job.num}}")
         default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
-        sweep_id = uuid.uuid4().hex[:12]  # this sweeper process, for its jobs to find their trials (trial.py)
+        # This sweeper process, for its jobs to find their trials (trial.py). A letter first: Hydra reads an
+        # unquoted override such as 1234e5678901 as a number (inf), and the job's id would differ.
+        sweep_id = f"s{uuid.uuid4().hex[:12]}"
         overrides.append(f"++hydra.job.env_set.{SWEEP_ID}={sweep_id}")
         OmegaConf.update(config, f"hydra.job.env_set.{SWEEP_ID}", sweep_id, force_add=True)
         if config.hydra.sweeper.storage is None:
