@@ -224,7 +224,7 @@ def stacked_sweep(tmp_path_factory) -> Path:
         "checkpoint.every=2", *FAST, f"hydra.sweep.dir={root / 'sweep'}", cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Launching 4 jobs as 1 stacks" in proc.stdout + proc.stderr
+    assert "Launching 4 jobs as 1 stack (4)" in proc.stdout + proc.stderr
     return root / "sweep"
 
 

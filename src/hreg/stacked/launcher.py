@@ -175,8 +175,8 @@ class StackedLaunch:
             return []
         max_members = self.max_members or default_max_members(devices[jobs[0].index], splits=3)
         stacks = plan_stacks(keys, max_members)
-        log.info("Launching %d jobs as %d stacks (%s); their configs checked in %.1f s", len(jobs), len(stacks),
-                 ", ".join(str(len(s)) for s in stacks), time.perf_counter() - started)
+        log.info("Launching %d jobs as %d stack%s (%s); their configs checked in %.1f s", len(jobs), len(stacks),
+                 "" if len(stacks) == 1 else "s", ", ".join(str(len(s)) for s in stacks), time.perf_counter() - started)
         set_threads(self.config.threads, self.config.hydra)  # one process: every core it may use
         returns: dict[int, JobReturn] = {}
         for members in stacks:
