@@ -119,15 +119,14 @@ class Stack:
         its gradient (lam * sgn(w) or 2 * lam * w, as autograd gives it) added to the weights' gradients:
         written out, it is a few passes over the weights instead of autograd's dozen."""
         total = torch.zeros(len(self), device=self.device)
+        lam_l1, lam_l2 = self.lam_l1.view(-1, 1, 1), self.lam_l2.view(-1, 1, 1)  # broadcast over a weight (K, out, in)
         for w in self.model.linear_weights():
             if self.any_l1:
-                lam = self.lam_l1.view(-1, 1, 1)
                 total += self.lam_l1 * torch.linalg.vector_norm(w, 1, dim=(1, 2))
-                w.grad.addcmul_(w.sign(), lam)
+                w.grad.addcmul_(w.sign(), lam_l1)
             if self.any_l2:
-                lam = self.lam_l2.view(-1, 1, 1)
                 total += self.lam_l2 * torch.linalg.vector_norm(w, 2, dim=(1, 2)).square()
-                w.grad.addcmul_(w, 2 * lam)
+                w.grad.addcmul_(w, 2 * lam_l2)
         return total
 
     def batch_order(self) -> torch.Tensor:

@@ -68,10 +68,14 @@ class StackedOptimizer:
             self.beta2 = column([s["betas"][1] for s in settings])
             self.eps = column([s["eps"] for s in settings])
         self.params = params
-        self._decay = bool((self.weight_decay != 0).any())  # decided here: no synchronisation in a step
+        self._decide()
         # A tensor on the device, so that a step captured in a CUDA graph counts on at every replay.
         self.steps = torch.zeros((), dtype=params.data.dtype, device=device)
         self.state = [torch.zeros_like(params.data) for _ in range(1 if self.kind == "torch.optim.SGD" else 2)]
+
+    def _decide(self) -> None:
+        """Whether any member decays its weights (decided here, not per step: no synchronisation in a step)."""
+        self._decay = bool((self.weight_decay != 0).any())
 
     @torch.no_grad()
     def step(self) -> None:
@@ -102,6 +106,7 @@ class StackedOptimizer:
         for name in ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps"):
             if hasattr(self, name):
                 setattr(self, name, getattr(self, name)[members])
+        self._decide()
         if hasattr(self, "has_momentum"):
             self.has_momentum = [self.has_momentum[i] for i in members.tolist()]
 
