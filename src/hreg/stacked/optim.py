@@ -2,14 +2,11 @@
 
 torch.optim takes one learning rate per parameter group, and Adam cannot fake a
 member's learning rate by scaling its gradient (its step is scale-invariant).
-So the update rules of ``torch.optim.Adam``, ``AdamW`` and ``SGD`` are written
-here once more, over the stack's one buffer of parameters (``FlatParameters``:
-about ten operations a step for every member and layer together), with every
-number (lr, betas, eps, weight decay, momentum) a column of one value per
-member. They follow torch's implementations operation by operation (Adam's in
-its capturable form, the step size folded into the denominator); a test checks
-them against torch's own optimizers. ``export`` gives a member's state in
-torch's format, so its checkpoint resumes in the native loop.
+So a stack's step works on its one buffer of parameters (``FlatParameters``),
+row by row of members: Adam and AdamW through torch's own fused kernels, called
+on each run of members that share their numbers, SGD written out with a column
+of numbers. A test checks them against torch's own optimizers. ``export`` gives
+a member's state in torch's format, so its checkpoint resumes in the native loop.
 """
 
 from __future__ import annotations
@@ -48,67 +45,66 @@ def stackable(cfg: DictConfig) -> bool:
 
 
 class StackedOptimizer:
-    """Adam, AdamW or SGD over a stack's parameters (one (K, P) buffer: ``FlatParameters``)."""
+    """Adam, AdamW or SGD over a stack's parameters (one (K, P) buffer: ``FlatParameters``).
+
+    Adam and AdamW run torch's own fused kernels (one pass over the rows they update), once for each
+    run of consecutive members with the same numbers: a stack of one configuration is one call, a
+    search with a learning rate per trial one call a member. SGD is written out with a column of
+    per-member numbers (three operations over the buffer).
+    """
 
     def __init__(self, configs: Sequence[DictConfig], params: FlatParameters) -> None:
         self.kind = configs[0]._target_
-        device = params.data.device
-        settings = [{**DEFAULTS[self.kind], **{k: v for k, v in c.items() if k in SUPPORTED[self.kind]}} for c in configs]
-
-        def column(values: list[float]) -> torch.Tensor:  # one number a member, broadcast along its row
-            return torch.tensor(values, dtype=params.data.dtype, device=device).view(-1, 1)
-
-        self.lr = column([s["lr"] for s in settings])
-        self.weight_decay = column([s["weight_decay"] for s in settings])
-        if self.kind == "torch.optim.SGD":
-            self.momentum = column([s["momentum"] for s in settings])
-            self.has_momentum = [s["momentum"] > 0 for s in settings]
-        else:
-            self.beta1 = column([s["betas"][0] for s in settings])
-            self.beta2 = column([s["betas"][1] for s in settings])
-            self.eps = column([s["eps"] for s in settings])
+        self.settings = [{**DEFAULTS[self.kind], **{k: v for k, v in c.items() if k in SUPPORTED[self.kind]}}
+                         for c in configs]
         self.params = params
-        self._decide()
+        self._columns()
         # A tensor on the device, so that a step captured in a CUDA graph counts on at every replay.
-        self.steps = torch.zeros((), dtype=params.data.dtype, device=device)
+        self.steps = torch.zeros((), dtype=params.data.dtype, device=params.data.device)
         self.state = [torch.zeros_like(params.data) for _ in range(1 if self.kind == "torch.optim.SGD" else 2)]
 
-    def _decide(self) -> None:
-        """Whether any member decays its weights (decided here, not per step: no synchronisation in a step)."""
-        self._decay = bool((self.weight_decay != 0).any())
+    def _columns(self) -> None:
+        """The members' numbers as the step uses them (decided here, not per step: no synchronisation)."""
+        data = self.params.data
+
+        def column(key: str) -> torch.Tensor:  # one number a member, broadcast along its row
+            return torch.tensor([s[key] for s in self.settings], dtype=data.dtype, device=data.device).view(-1, 1)
+
+        if self.kind == "torch.optim.SGD":
+            self.lr, self.weight_decay, self.momentum = column("lr"), column("weight_decay"), column("momentum")
+            self._decay = any(s["weight_decay"] != 0 for s in self.settings)
+            return
+        self.runs: list[tuple[slice, dict[str, Any]]] = []  # (rows, their settings)
+        for k, settings in enumerate(self.settings):
+            if self.runs and self.runs[-1][1] == settings:
+                self.runs[-1] = (slice(self.runs[-1][0].start, k + 1), settings)
+            else:
+                self.runs.append((slice(k, k + 1), settings))
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps.add_(1)
         p, grad = self.params.data, self.params.grad
-        if self._decay and self.kind != "torch.optim.AdamW":
-            grad.add_(self.weight_decay * p)  # the gradient buffer is zeroed before the next backward pass
         if self.kind == "torch.optim.SGD":
+            if self._decay:
+                grad.add_(self.weight_decay * p)  # the gradient buffer is zeroed before the next backward pass
             buf = self.state[0]
             buf.mul_(self.momentum).add_(grad)  # torch starts the buffer at the first gradient: 0 * m + g is the same
             p.addcmul_(buf, -self.lr)
             return
-        if self._decay:
-            p.mul_(1 - self.lr * self.weight_decay)
+        fused = torch._fused_adamw_ if self.kind == "torch.optim.AdamW" else torch._fused_adam_
         exp_avg, exp_avg_sq = self.state
-        exp_avg.lerp_(grad, 1 - self.beta1)
-        exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad * (1 - self.beta2))
-        # torch's capturable Adam: the (negative) step size folded into the denominator
-        step_size_neg = -self.lr / (1 - self.beta1**self.steps)
-        bias_correction2_sqrt = (1 - self.beta2**self.steps).sqrt()
-        denom = (exp_avg_sq.sqrt() / (bias_correction2_sqrt * step_size_neg)).add_(self.eps / step_size_neg)
-        p.addcdiv_(exp_avg, denom)
+        for rows, s in self.runs:
+            fused([p[rows]], [grad[rows]], [exp_avg[rows]], [exp_avg_sq[rows]], [], [self.steps],
+                  lr=s["lr"], beta1=s["betas"][0], beta2=s["betas"][1], weight_decay=s["weight_decay"],
+                  eps=s["eps"], amsgrad=False, maximize=False)
 
     def keep(self, members: torch.Tensor, params: FlatParameters) -> None:
         """Only these members go on; ``params`` are the stack's new parameters."""
         self.params = params
         self.state = [s[members] for s in self.state]
-        for name in ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps"):
-            if hasattr(self, name):
-                setattr(self, name, getattr(self, name)[members])
-        self._decide()
-        if hasattr(self, "has_momentum"):
-            self.has_momentum = [self.has_momentum[i] for i in members.tolist()]
+        self.settings = [self.settings[i] for i in members.tolist()]
+        self._columns()
 
     def zero_grad(self) -> None:
         self.params.zero_grad()
@@ -120,7 +116,7 @@ class StackedOptimizer:
         for i, p in enumerate(own):
             state: dict[str, Any]
             if self.kind == "torch.optim.SGD":
-                state = {"momentum_buffer": states[0][i][k].clone() if self.has_momentum[k] else None}
+                state = {"momentum_buffer": states[0][i][k].clone() if self.settings[k]["momentum"] > 0 else None}
             else:
                 state = {
                     "step": self.steps.detach().clone(),  # on the device: no synchronisation here
