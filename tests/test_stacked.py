@@ -51,8 +51,8 @@ def test_a_stack_computes_what_each_of_its_mlps_computes(norm):
     assert torch.allclose(stack.forward(x, training=True), expected, atol=1e-5)  # BatchNorm on each own batch
     shared = torch.randn(50, 784)
     expected = torch.stack([m.eval()(shared) for m in models])  # running statistics moved the same way
-    assert torch.allclose(stack.predict_shared(shared, torch.arange(3)), expected, atol=1e-5)
-    assert torch.allclose(stack.predict_shared(shared, torch.tensor([2, 0])), expected[[2, 0]], atol=1e-5)
+    assert torch.allclose(stack.predictor(None)(shared), expected, atol=1e-5)
+    assert torch.allclose(stack.predictor(torch.tensor([2, 0]))(shared), expected[[2, 0]], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,46 @@ def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimiz
         for state, reference in zip(loaded.state_dict()["state"].values(), opt.state_dict()["state"].values()):
             for key, value in reference.items():
                 assert torch.allclose(torch.as_tensor(state[key]), torch.as_tensor(value), atol=1e-5), key
+
+
+def test_each_member_drops_units_at_its_own_rate_and_members_without_dropout_none():
+    torch.manual_seed(0)
+    p = [0.0, 0.3, 0.0, 0.5]  # the span of rows that draw masks holds a member without dropout
+    models = [MLP() for _ in p]
+    stack = StackedMLP(models, p)
+    x, inputs = torch.randn(len(p), 3000, 784), []
+    stack.forward(x, training=True, inputs=inputs)
+    for k, (model, rate) in enumerate(zip(models, p)):
+        relu = torch.relu(model.linear_layers()["fc1"](x[k])).detach()
+        dropped = inputs[1][k].detach()  # the second Linear layer's input: ReLU, then dropout
+        if rate == 0:
+            assert torch.allclose(dropped, relu, atol=1e-5)  # nothing dropped, nothing scaled
+            continue
+        active = relu > 1e-3
+        kept = dropped[active] != 0
+        assert abs(1 - kept.float().mean().item() - rate) < 0.01, (k, rate)
+        assert torch.allclose(dropped[active][kept], relu[active][kept] / (1 - rate), atol=1e-5)
+
+
+def test_the_stacks_penalty_is_each_members_own_with_its_gradient(tmp_path):
+    variants = [("regularizer=l1", "regularizer.lam=1e-3"), ("model.dropout=0.2",),
+                ("regularizer=l2", "regularizer.lam=1e-2"), ("regularizer=l1", "regularizer.lam=3e-4", "model.dropout=0.2")]
+    members = [Member(str(i), build_context(compose_config("monitor=none", f"seed={i}", *v), tmp_path / str(i)), [])
+               for i, v in enumerate(variants)]
+    stack = Stack(members)
+    assert [m.name for m in stack.members] == ["0", "2", "1", "3"]  # dropout last, then by penalty: rows in spans
+    stack.optimizer.zero_grad()
+    total = stack.penalty()
+    for k, member in enumerate(stack.members):
+        model = member.ctx.model
+        model.zero_grad()
+        expected = member.ctx.penalty(model)
+        if member.ctx.penalty.active:
+            expected.backward()
+        assert total[k].item() == pytest.approx(expected.item(), rel=1e-5)
+        for i, layer in enumerate(model.linear_layers().values()):
+            grad = layer.weight.grad if layer.weight.grad is not None else torch.zeros_like(layer.weight)
+            assert torch.allclose(stack.model.weights[i].grad[k], grad, atol=1e-8)
 
 
 def test_a_member_trained_in_the_native_loops_batch_order_reaches_the_native_loops_metrics(tmp_path):

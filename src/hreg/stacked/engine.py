@@ -26,7 +26,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,7 +40,7 @@ from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, 
 from hreg.metrics import PROBE_SIZE, SPLITS, Probe, logits_entropy, probe_set
 from hreg.progress import Progress
 from hreg.result import Status
-from hreg.stacked.model import StackedMLP
+from hreg.stacked.model import StackedMLP, span
 from hreg.stacked.optim import StackedOptimizer
 from hreg.stopping import Interrupted, deferred_interrupts
 
@@ -50,6 +50,11 @@ log = logging.getLogger("hreg")
 #: in the caches (measured here: 2048 rows evaluate 1.3x faster per member than the native loop; 20000
 #: rows, 0.8x); on a GPU, large enough that a pass is a few big kernels.
 EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
+_PENALTY_ORDER = {"none": 0, "l1": 1, "l2": 2}
+
+
+def _penalty_kind(ctx: RunContext) -> str:
+    return ctx.penalty.kind if ctx.penalty.active else "none"
 
 
 @dataclass
@@ -70,8 +75,10 @@ class Stack:
     """The members still training, as stacked tensors; positions in the stack follow ``self.members``."""
 
     def __init__(self, members: Sequence[Member]) -> None:
-        self.members = list(members)
-        ctxs = [m.ctx for m in members]
+        # Members with dropout together, and within them those with the same penalty: each feature's
+        # work is then done on one slice of rows (``span``), not on the whole stack.
+        self.members = sorted(members, key=lambda m: (m.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(m.ctx)]))
+        ctxs = [m.ctx for m in self.members]
         cfg = ctxs[0].cfg
         self.device = ctxs[0].device
         self.batch_size = cfg.data.batch_size
@@ -79,8 +86,7 @@ class Stack:
         self.optimizer = StackedOptimizer([c.cfg.optimizer for c in ctxs], self.model.flat)
         settings = [AugmentSettings(**{k: v for k, v in c.cfg.augment.items() if not k.startswith("_")}) for c in ctxs]
         self.augment = BatchAugment(settings) if any(s.active for s in settings) else None
-        self.lam_l1 = self._column([c.penalty.lam if c.penalty.active and c.penalty.kind == "l1" else 0.0 for c in ctxs])
-        self.lam_l2 = self._column([c.penalty.lam if c.penalty.active and c.penalty.kind == "l2" else 0.0 for c in ctxs])
+        self.lam = {kind: [c.penalty.lam if _penalty_kind(c) == kind else 0.0 for c in ctxs] for kind in ("l1", "l2")}
         self._penalties()
         self.graphed = graph_wanted(cfg.train.cuda_graph, self.device, None, log)
         self.graph: EpochGraph | None = None  # captured at the first epoch, again after members leave
@@ -110,23 +116,28 @@ class Stack:
     # --- one epoch -------------------------------------------------------------------------------
 
     def _penalties(self) -> None:
-        """Which penalties any member has (decided here, not per batch: no synchronisation in the epoch)."""
-        self.any_l1, self.any_l2 = bool((self.lam_l1 > 0).any()), bool((self.lam_l2 > 0).any())
+        """Each penalty's rows (``span``) and their lams (K_kind, 1, 1), decided here, not per batch."""
+        self.penalised = {}
+        for kind, lams in self.lam.items():
+            rows = span([lam > 0 for lam in lams])
+            if rows.stop > rows.start:
+                self.penalised[kind] = (rows, self._column(lams[rows]).view(-1, 1, 1))
 
     @torch.no_grad()
     def penalty(self) -> torch.Tensor:
         """Each member's weight penalty (K,), lam * sum |w| or lam * sum w^2 over its Linear weights, with
-        its gradient (lam * sgn(w) or 2 * lam * w, as autograd gives it) added to the weights' gradients:
-        written out, it is a few passes over the weights instead of autograd's dozen."""
+        its gradient (lam * sgn(w), 2 * lam * w, as autograd gives it) added to the weights' gradients:
+        written out, a few passes over the penalised members' weights instead of autograd's dozen."""
         total = torch.zeros(len(self), device=self.device)
-        lam_l1, lam_l2 = self.lam_l1.view(-1, 1, 1), self.lam_l2.view(-1, 1, 1)  # broadcast over a weight (K, out, in)
-        for w in self.model.linear_weights():
-            if self.any_l1:
-                total += self.lam_l1 * torch.linalg.vector_norm(w, 1, dim=(1, 2))
-                w.grad.addcmul_(w.sign(), lam_l1)
-            if self.any_l2:
-                total += self.lam_l2 * torch.linalg.vector_norm(w, 2, dim=(1, 2)).square()
-                w.grad.addcmul_(w, 2 * lam_l2)
+        for kind, (rows, lam) in self.penalised.items():
+            for w in self.model.linear_weights():
+                w, grad = w[rows], w.grad[rows]
+                if kind == "l1":
+                    total[rows] += lam.view(-1) * torch.linalg.vector_norm(w, 1, dim=(1, 2))
+                    grad.addcmul_(w.sign(), lam)
+                else:
+                    total[rows] += lam.view(-1) * torch.linalg.vector_norm(w, 2, dim=(1, 2)).square()
+                    grad.addcmul_(w, 2 * lam)
         return total
 
     def batch_order(self) -> torch.Tensor:
@@ -180,17 +191,23 @@ class Stack:
     def _chunk(self) -> int:
         return EVAL_CHUNK.get(self.device.type, EVAL_CHUNK["cpu"])
 
+    def _predictor(self, members: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``StackedMLP.predictor`` for these members (positions, ascending: the whole stack needs no gathering)."""
+        return self.model.predictor(None if len(members) == len(self) else members)
+
     def _logits(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """Eval-mode logits (M, N, classes) of the members on the images x (N, ...)."""
-        return torch.cat([self.model.predict_shared(xs, members) for xs in x.flatten(1).split(self._chunk())], dim=1)
+        predict = self._predictor(members)
+        return torch.cat([predict(xs) for xs in x.flatten(1).split(self._chunk())], dim=1)
 
     def _loss_and_accuracy(self, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """(2, M): mean cross-entropy and accuracy of the members on the images x (N, ...) in eval mode."""
         if len(y) == 0:
             return torch.full((2, len(members)), math.nan, device=self.device)
         total = torch.zeros(2, len(members), device=self.device)
+        predict = self._predictor(members)
         for xs, ys in zip(x.flatten(1).split(self._chunk()), y.split(self._chunk())):
-            logits = self.model.predict_shared(xs, members)
+            logits = predict(xs)
             target = ys.expand(len(members), -1)
             total[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(dim=1)
             total[1] += (logits.argmax(dim=-1) == target).sum(dim=1)
@@ -263,7 +280,8 @@ class Stack:
         self.optimizer.keep(index, self.model.flat)
         if self.augment is not None:
             self.augment = self.augment.keep(positions)
-        self.lam_l1, self.lam_l2, self.split_of = self.lam_l1[index], self.lam_l2[index], self.split_of[index]
+        self.lam = {kind: [lams[p] for p in positions] for kind, lams in self.lam.items()}
+        self.split_of = self.split_of[index]
         self._penalties()
         self.graph = None  # it holds the old tensors: captured again at the next epoch
 

@@ -11,7 +11,7 @@ evaluation, inverted dropout with the member's own p, in training only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -37,6 +37,15 @@ class _Weights(NamedTuple):
 
 def _norm_layers(model: MLP) -> list[nn.Module]:
     return [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
+
+
+def span(flags: Sequence[bool]) -> slice:
+    """The rows from the first flagged member to the last (empty when none is): a slice is a view, so
+    work on a stack's members that have a feature costs no gathering, and a stack orders its members so
+    that those with a feature sit together (``Stack``); members inside the span without it get neutral
+    values (a keep rate of 1, a penalty of 0)."""
+    rows = [i for i, flag in enumerate(flags) if flag]
+    return slice(rows[0], rows[-1] + 1) if rows else slice(0, 0)
 
 
 class StackedMLP:
@@ -65,9 +74,14 @@ class StackedMLP:
             self.running_var = [stack([ns[i].running_var for ns in norm_layers]) for i in range(len(norms))]
         else:
             self.running_mean, self.running_var = [], []
-        device = self.weights[0].device
-        self.dropout = torch.tensor([float(p) for p in dropout], device=device)
-        self.dropped = (self.dropout > 0).nonzero().flatten()
+        self.dropout = [float(p) for p in dropout]
+        self._dropout_span()
+
+    def _dropout_span(self) -> None:
+        """The rows that draw dropout masks (``span``: first to last member with a p), and their keep rates."""
+        self.dropped = span([p > 0 for p in self.dropout])
+        keep = [1 - p for p in self.dropout[self.dropped]]  # 1 for a member inside the span without dropout
+        self.keep_rate = torch.tensor(keep, device=self.weights[0].device).view(-1, 1, 1)
 
     def _set_parameters(self, flat: FlatParameters) -> None:
         self.flat = flat
@@ -126,19 +140,16 @@ class StackedMLP:
             if self.norm is not None:
                 h = self._normalise(h, i, p, training)
             h = F.relu(h, inplace=True)  # on a fresh tensor that backward does not need: no copy
-            if training and len(self.dropped):
+            if training and self.dropped.stop > self.dropped.start:
                 h = self._dropout(h)
         return h
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout with each member's own p, drawn only for the members that have one."""
-        if len(self.dropped) == len(self):
-            keep = 1 - self.dropout.view(-1, 1, 1)
-            return h * (torch.rand_like(h) < keep) / keep
-        keep = 1 - self.dropout[self.dropped].view(-1, 1, 1)
-        scale = torch.ones_like(h)  # 1 for the members without dropout, which draw nothing
-        scale[self.dropped] = (torch.rand(len(keep), *h.shape[1:], device=h.device) < keep) / keep
-        return h * scale
+        """Inverted dropout with each member's own p, drawn for the rows of ``self.dropped`` only."""
+        start, stop = self.dropped.start, self.dropped.stop
+        part = h[start:stop]
+        part = part * torch.rand_like(part).lt_(self.keep_rate).div_(self.keep_rate)  # the mask in the draws' buffer
+        return part if stop - start == len(h) else torch.cat([h[:start], part, h[stop:]])
 
     def forward(self, x: torch.Tensor, training: bool, inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (K, B, classes) of member k for its own images x[k]: x is (K, B, features).
@@ -148,17 +159,25 @@ class StackedMLP:
         return self._layers(x, self._slices(None), training, inputs=inputs)
 
     @torch.no_grad()
-    def predict_shared(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """Eval-mode logits (M, N, classes) of the ``members`` on the same images x (N, features).
+    def predictor(self, members: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Eval mode for the ``members`` (positions; None: all): a function from images x (N, features),
+        the same for every member, to their logits (M, N, classes).
 
-        The first layer is one matrix product for all of them (x against their
-        weights side by side); the rest are batched per member.
+        Their weights are gathered once here, not for every chunk of images. The first
+        layer is one matrix product for all of them (x against their weights side by
+        side); the rest are batched per member.
         """
         p = self._slices(members)
         m, out = p.weights[0].shape[:2]
-        h = torch.addmm(p.biases[0].reshape(-1), x, p.weights[0].reshape(m * out, -1).T)  # (N, M * out)
-        h = h.view(len(x), m, out).transpose(0, 1)  # (M, N, out): the batched products read it strided
-        return self._layers(h, p, training=False, first_done=True)
+        first_weight, first_bias = p.weights[0].reshape(m * out, -1).T, p.biases[0].reshape(-1)
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                h = torch.addmm(first_bias, x, first_weight)  # (N, M * out)
+                h = h.view(len(x), m, out).transpose(0, 1)  # (M, N, out): the batched products read it strided
+                return self._layers(h, p, training=False, first_done=True)
+
+        return predict
 
     # --- members in and out --------------------------------------------------------------------
 
@@ -183,5 +202,5 @@ class StackedMLP:
         self._set_parameters(self.flat.keep(members))
         self.running_mean = [t[members] for t in self.running_mean]
         self.running_var = [t[members] for t in self.running_var]
-        self.dropout = self.dropout[members]
-        self.dropped = (self.dropout > 0).nonzero().flatten()
+        self.dropout = [self.dropout[i] for i in members.tolist()]
+        self._dropout_span()
