@@ -117,7 +117,9 @@ class BatchAugment:
         self.zoom_low = column([x.scale[0] for x in moved])
         self.zoom_span = column([x.scale[1] - x.scale[0] for x in moved])
         self.per_image = torch.tensor([x.per_image for x in moved], device=device)
-        self.alpha = column([x.elastic_alpha for x in moved])  # 0 for a member without elastic distortion
+        alpha = column([x.elastic_alpha for x in moved])  # 0 for a member without elastic distortion
+        to_grid = column([2 / w, 2 / h])  # from pixels to grid units (the side is 2), for x and y
+        self.elastic_scale = (alpha[:, None] * to_grid).view(-1, 1, 2, 1, 1)
         self.any_elastic = any(x.elastic for x in moved)
         sigmas = column([x.elastic_sigma for x in moved])
         self.smooth_h = _smoothing_matrices(sigmas, h).view(-1, 1, 1, h, h)
@@ -137,28 +139,32 @@ class BatchAugment:
 
         A random rotation, shift and zoom (output pixel p reads input pixel R(-angle) (p - shift) / zoom,
         the inverse of zoom, rotate, shift), plus the elastic displacement where it is on. In
-        ``affine_grid``'s coordinates (align_corners=False), written out elementwise: on a CPU that is
-        far faster than its batched matrix product of 3 x 2 matrices.
+        ``affine_grid``'s coordinates (align_corners=False), written out: on a CPU that is far faster
+        than its batched matrix product of 3 x 2 matrices. Each coordinate is a plane (k, b, 2, h, w),
+        a constant per row plus a multiple of x, made in one pass; the grid is a view of the planes.
         """
         u = self._draw((k, b, 5), device)
         angle = (2 * u[..., 0] - 1) * self.radians[:, None]
         shift_x, shift_y = ((2 * u[..., 1:3] - 1) * self.shift[:, None, None]).unbind(-1)
         zoom = self.zoom_low[:, None] + u[..., 3] * self.zoom_span[:, None]
-        cos, sin = (torch.cos(angle) / zoom)[..., None, None], (torch.sin(angle) / zoom)[..., None, None]
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # (k, b)
         xs = (torch.arange(w, device=device) * 2 + 1) / w - 1
-        ys = ((torch.arange(h, device=device) * 2 + 1) / h - 1)[:, None]
-        dx, dy = xs - shift_x[..., None, None], ys - shift_y[..., None, None]
-        grid = self._elastic_field(k, b, h, w, device) if self.any_elastic else torch.zeros(k, b, h, w, 2, device=device)
-        grid[..., 0] += cos * dx + sin * dy  # written into the grid: no stacking pass over it
-        grid[..., 1] += cos * dy - sin * dx
-        return grid
+        ys = (torch.arange(h, device=device) * 2 + 1) / h - 1
+        dy = ys - shift_y[..., None]  # (k, b, h)
+        # x' = cos (x - sx) + sin (y - sy), y' = cos (y - sy) - sin (x - sx): per row, a constant plus slope * x
+        row = torch.stack([sin[..., None] * dy - (cos * shift_x)[..., None],
+                           cos[..., None] * dy + (sin * shift_x)[..., None]], dim=2)  # (k, b, 2, h)
+        slope = torch.stack([cos, -sin], dim=2)  # (k, b, 2)
+        planes = torch.addcmul(row[..., None], slope[..., None, None], xs)  # (k, b, 2, h, w)
+        if self.any_elastic:
+            planes += self._elastic_field(k, b, h, w, device)
+        return planes.permute(0, 1, 3, 4, 2)
 
     def _elastic_field(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Displacements (k, b, h, w, 2) in grid units: uniform noise smoothed per member's sigma, times alpha."""
+        """Displacements (k, b, 2, h, w) in grid units: uniform noise smoothed per member's sigma, times alpha."""
         field = 2 * self._draw((k, b, 2, h, w), device) - 1
         smooth = self.smooth_h @ field @ self.smooth_w_t  # the Gaussian blur of each member's own sigma
-        pixels = self.alpha.view(k, 1, 1, 1, 1) * smooth  # displacement in pixels; the grid's side is 2
-        return torch.stack([pixels[:, :, 0] * (2 / w), pixels[:, :, 1] * (2 / h)], dim=-1)
+        return smooth * self.elastic_scale
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         single = x.dim() == 4
@@ -171,7 +177,7 @@ class BatchAugment:
             everyone = k == len(x)  # then no gathering and scattering of the moved members' images
             # Sampled around the background, so that what comes into view is black.
             source = (x if everyone else x.index_select(0, self.moved_index)) - BACKGROUND
-            moved = F.grid_sample(source.view(k * b, c, h, w), grid.view(k * b, h, w, 2),
+            moved = F.grid_sample(source.view(k * b, c, h, w), grid.flatten(0, 1),
                                   mode="bilinear", padding_mode="zeros", align_corners=False)
             moved = moved.view(k, b, c, h, w).add_(BACKGROUND)
             x = moved if everyone else x.index_copy(0, self.moved_index, moved)
