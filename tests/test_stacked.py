@@ -68,7 +68,7 @@ def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimiz
     ours = copy.deepcopy(models)
     theirs = [instantiate(c)(m.parameters()) for c, m in zip(configs, models)]
     stack = StackedMLP(ours, [0.0] * 3)
-    stacked = StackedOptimizer(configs, stack.flat)
+    stacked = StackedOptimizer(configs, stack.parameters())
     for _ in range(5):
         x, y = torch.randn(3, 64, 784), torch.randint(0, 10, (3, 64))
         for i, (model, opt) in enumerate(zip(models, theirs)):
@@ -117,7 +117,8 @@ def test_the_stacks_penalty_is_each_members_own_with_its_gradient(tmp_path):
                for i, v in enumerate(variants)]
     stack = Stack(members)
     assert [m.name for m in stack.members] == ["0", "2", "1", "3"]  # dropout last, then by penalty: rows in spans
-    stack.optimizer.zero_grad()
+    for p in stack.model.parameters():  # as after a backward pass: the penalty's gradient is added to these
+        p.grad = torch.zeros_like(p)
     total = stack.penalty()
     for k, member in enumerate(stack.members):
         model = member.ctx.model

@@ -83,7 +83,7 @@ class Stack:
         self.device = ctxs[0].device
         self.batch_size = cfg.data.batch_size
         self.model = StackedMLP([c.model for c in ctxs], [c.cfg.model.dropout for c in ctxs])
-        self.optimizer = StackedOptimizer([c.cfg.optimizer for c in ctxs], self.model.flat)
+        self.optimizer = StackedOptimizer([c.cfg.optimizer for c in ctxs], self.model.parameters())
         settings = [AugmentSettings(**{k: v for k, v in c.cfg.augment.items() if not k.startswith("_")}) for c in ctxs]
         self.augment = BatchAugment(settings) if any(s.active for s in settings) else None
         self.lam = {kind: [c.penalty.lam if _penalty_kind(c) == kind else 0.0 for c in ctxs] for kind in ("l1", "l2")}
@@ -158,7 +158,7 @@ class Stack:
     def _state(self) -> list[torch.Tensor]:
         """Everything an epoch changes: weights, BatchNorm statistics, optimizer state."""
         optimizer = self.optimizer
-        return [self.model.flat.data, *self.model.buffers(), optimizer.steps, *optimizer.state]
+        return [*self.model.parameters(), *self.model.buffers(), optimizer.steps, *(t for slot in optimizer.state for t in slot)]
 
     def train_batches(self, rows: torch.Tensor) -> torch.Tensor:
         """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
@@ -277,7 +277,7 @@ class Stack:
         index = torch.tensor(positions, device=self.device, dtype=torch.long)
         self.members = [self.members[p] for p in positions]
         self.model.keep(index)
-        self.optimizer.keep(index, self.model.flat)
+        self.optimizer.keep(index, self.model.parameters())
         if self.augment is not None:
             self.augment = self.augment.keep(positions)
         self.lam = {kind: [lams[p] for p in positions] for kind, lams in self.lam.items()}

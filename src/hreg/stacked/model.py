@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hreg.model import MLP
-from hreg.stacked.flat import FlatParameters
 
 _NORMS = {nn.BatchNorm1d: "batchnorm", nn.LayerNorm: "layernorm"}
 
@@ -68,7 +67,7 @@ class StackedMLP:
             per_layer += [stack([ls[i].weight for ls in linears]), stack([ls[i].bias for ls in linears])]
             if i < len(norms):
                 per_layer += [stack([ns[i].weight for ns in norm_layers]), stack([ns[i].bias for ns in norm_layers])]
-        self._set_parameters(FlatParameters(per_layer))
+        self._set_parameters(per_layer)
         if self.norm == "batchnorm":
             self.running_mean = [stack([ns[i].running_mean for ns in norm_layers]) for i in range(len(norms))]
             self.running_var = [stack([ns[i].running_var for ns in norm_layers]) for i in range(len(norms))]
@@ -83,10 +82,12 @@ class StackedMLP:
         keep = [1 - p for p in self.dropout[self.dropped]]  # 1 for a member inside the span without dropout
         self.keep_rate = torch.tensor(keep, device=self.weights[0].device).view(-1, 1, 1)
 
-    def _set_parameters(self, flat: FlatParameters) -> None:
-        self.flat = flat
+    def _set_parameters(self, tensors: list[torch.Tensor]) -> None:
+        """The trained tensors, each (K, ...) and contiguous, so that a slice of members is a contiguous
+        tensor too (the optimizer's fused kernels take them) and autograd hands over fresh gradients."""
+        self.params = [t.detach().contiguous().requires_grad_() for t in tensors]
         step = 4 if self.norm is not None else 2
-        tensors = flat.tensors
+        tensors = self.params
         self.weights, self.biases = tensors[0::step], tensors[1::step]
         self.gains, self.shifts = (tensors[2::step], tensors[3::step]) if self.norm is not None else ([], [])
 
@@ -94,8 +95,8 @@ class StackedMLP:
         return self.weights[0].shape[0]
 
     def parameters(self) -> list[torch.Tensor]:
-        """The trained tensors, in the order of the members' ``MLP.parameters()`` (views into ``flat``)."""
-        return self.flat.tensors
+        """The trained tensors, in the order of the members' ``MLP.parameters()``."""
+        return self.params
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.running_mean, *self.running_var]
@@ -145,11 +146,14 @@ class StackedMLP:
         return h
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout with each member's own p, drawn for the rows of ``self.dropped`` only."""
+        """Inverted dropout with each member's own p; masks are drawn for the rows of ``self.dropped`` only
+        (the mask is 1 elsewhere: no slicing of ``h``, whose backward would cost a pass per slice)."""
         start, stop = self.dropped.start, self.dropped.stop
-        part = h[start:stop]
-        part = part * torch.rand_like(part).lt_(self.keep_rate).div_(self.keep_rate)  # the mask in the draws' buffer
-        return part if stop - start == len(h) else torch.cat([h[:start], part, h[stop:]])
+        mask = torch.empty_like(h)
+        mask[:start] = 1
+        mask[stop:] = 1
+        mask[start:stop].uniform_().lt_(self.keep_rate).div_(self.keep_rate)
+        return h * mask
 
     def forward(self, x: torch.Tensor, training: bool, inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (K, B, classes) of member k for its own images x[k]: x is (K, B, features).
@@ -198,8 +202,7 @@ class StackedMLP:
 
     def keep(self, members: torch.Tensor) -> None:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""
-
-        self._set_parameters(self.flat.keep(members))
+        self._set_parameters([t.detach()[members] for t in self.params])
         self.running_mean = [t[members] for t in self.running_mean]
         self.running_var = [t[members] for t in self.running_var]
         self.dropout = [self.dropout[i] for i in members.tolist()]
