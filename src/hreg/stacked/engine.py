@@ -11,10 +11,10 @@ refreshed when a hook needs it (``Hook.needs_model``) and at its end.
 
 Random draws: initialisation and the split come from the member's own seeds.
 The draws during training (batch order, dropout masks, augmentation) come from
-one generator for the whole stack, seeded with its first member's seed; a
-member's draws are its own rows of each draw, so its trajectory depends on its
-stack-mates the way a change of seed would, and the same sweep rerun gives the
-same metrics on the CPU.
+one generator for the whole stack, seeded with its first job's seed; a
+member's draws are its own rows of each draw (members sit in the order of
+``_stack_order``), so its trajectory depends on its stack-mates the way a
+change of seed would, and the same sweep rerun gives the same metrics on the CPU.
 
 A member that diverges, is pruned or stops early ends there, and the stack
 goes on without it (its rows are dropped: it costs nothing more).
@@ -50,11 +50,6 @@ log = logging.getLogger("hreg")
 #: in the caches (measured here: 2048 rows evaluate 1.3x faster per member than the native loop; 20000
 #: rows, 0.8x); on a GPU, large enough that a pass is a few big kernels.
 EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
-_PENALTY_ORDER = {"none": 0, "l1": 1, "l2": 2}
-
-
-def _penalty_kind(ctx: RunContext) -> str:
-    return ctx.penalty.kind if ctx.penalty.active else "none"
 
 
 @dataclass
@@ -71,13 +66,23 @@ class Member:
         self.progress = Progress(self.ctx.cfg.epochs, 1, self.ctx.log, bar=False)
 
 
+_PENALTY_ORDER = {"none": 0, "l1": 1, "l2": 2}
+
+
+def _penalty_kind(ctx: RunContext) -> str:
+    return ctx.penalty.kind if ctx.penalty.active else "none"
+
+
+def _stack_order(member: Member) -> tuple[bool, int]:
+    """Members with dropout last, and within each part by penalty: each feature's rows are one slice."""
+    return member.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(member.ctx)]
+
+
 class Stack:
     """The members still training, as stacked tensors; positions in the stack follow ``self.members``."""
 
     def __init__(self, members: Sequence[Member]) -> None:
-        # Members with dropout together, and within them those with the same penalty: each feature's
-        # work is then done on one slice of rows (``span``), not on the whole stack.
-        self.members = sorted(members, key=lambda m: (m.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(m.ctx)]))
+        self.members = sorted(members, key=_stack_order)  # a feature's work is on one slice of rows (``span``)
         ctxs = [m.ctx for m in self.members]
         cfg = ctxs[0].cfg
         self.device = ctxs[0].device
@@ -158,7 +163,8 @@ class Stack:
     def _state(self) -> list[torch.Tensor]:
         """Everything an epoch changes: weights, BatchNorm statistics, optimizer state."""
         optimizer = self.optimizer
-        return [*self.model.parameters(), *self.model.buffers(), optimizer.steps, *(t for slot in optimizer.state for t in slot)]
+        state = [t for slot in optimizer.state for t in slot]
+        return [*self.model.parameters(), *self.model.buffers(), optimizer.steps, *state]
 
     def train_batches(self, rows: torch.Tensor) -> torch.Tensor:
         """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
