@@ -2,10 +2,11 @@
 
 torch.optim takes one learning rate per parameter group, and Adam cannot fake a
 member's learning rate by scaling its gradient (its step is scale-invariant).
-So a stack's step calls torch's own fused kernels (Adam, AdamW, SGD) on the
-rows of each run of members that share their numbers. A test checks them
-against torch's own optimizers. ``export`` gives
-a member's state in torch's format, so its checkpoint resumes in the native loop.
+So a stack's step calls torch's own fused kernels (those of ``torch.optim.Adam``,
+``AdamW`` and ``SGD`` with ``fused=True``) on the rows of each run of members
+that share their numbers; a test checks them against torch's optimizers.
+``export`` gives a member's state in torch's format, so its checkpoint resumes
+in the native loop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-
 
 #: The optimizer classes a stack can train, and the keys each may set (others keep torch's defaults).
 SUPPORTED = {
@@ -77,9 +77,9 @@ class StackedOptimizer:
             grads = [p.grad[rows] for p in self.params]
             state = [[t[rows] for t in slot] for slot in self.state]
             if self.kind == "torch.optim.SGD":  # zero buffers: the first step gives g, as torch's first step does
-                torch._fused_sgd_(params, grads, state[0] if s["momentum"] > 0 else [], weight_decay=s["weight_decay"],
-                                  momentum=s["momentum"], lr=s["lr"], dampening=0.0, nesterov=False,
-                                  maximize=False, is_first_step=False)
+                buffers = state[0] if s["momentum"] > 0 else []
+                torch._fused_sgd_(params, grads, buffers, weight_decay=s["weight_decay"], momentum=s["momentum"],
+                                  lr=s["lr"], dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
                 continue
             fused = torch._fused_adamw_ if self.kind == "torch.optim.AdamW" else torch._fused_adam_
             fused(params, grads, state[0], state[1], [], steps, lr=s["lr"], beta1=s["betas"][0],
