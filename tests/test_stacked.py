@@ -16,13 +16,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from torch import nn
 
 from hreg import checkpoint
 from hreg.build import build_context, build_hooks
 from hreg.loop import train_epoch
-from hreg.metrics import evaluate_all, probe
+from hreg.data import build_data
+from hreg.metrics import evaluate_all, prediction_entropy, probe, probe_set, weight_stats
 from hreg.model import MLP
 from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
@@ -298,6 +300,20 @@ def test_a_stacked_jobs_checkpoint_evaluates_to_its_recorded_metrics(stacked_swe
     best = read_result(run_dir)["best"]
     for key in ("val_acc", "test_acc", "val_loss"):
         assert evaluated[key] == pytest.approx(best[key], abs=1e-4), key
+
+
+def test_a_stacked_jobs_final_record_measures_its_own_final_model(stacked_sweep):
+    """The end-of-run entropy comes from the stack's measurement of every member at once: it is the
+    member's own, as its final model (checkpoints/last.pt) gives it on its own split (data.seed follows
+    seed: the jobs of seed 0 and seed 1 in one stack each have their own)."""
+    run_dir = stacked_sweep / "3"
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    model = instantiate(cfg.model)
+    checkpoint.load_model(model, checkpoint.load(run_dir / "checkpoints" / "last.pt"), run_dir)
+    result = read_result(run_dir)
+    entropy = prediction_entropy(model, probe_set(build_data(cfg.data, torch.device("cpu"))).x).mean().item()
+    assert result["entropy_mean"] == pytest.approx(entropy, abs=1e-5)
+    assert result["weights"]["l1_norm"] == pytest.approx(weight_stats(model)["l1_norm"], rel=1e-5)
 
 
 def test_the_same_stacked_sweep_twice_gives_the_same_metrics(stacked_sweep, tmp_path):

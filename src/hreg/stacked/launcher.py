@@ -210,8 +210,8 @@ class StackedLaunch:
         member_log.addHandler(handler)
         self.hydra_context.callbacks.on_job_start(config=job.config, task_function=self.task_function)
         cfg = job.task_cfg
-        data_key = OmegaConf.to_yaml(cfg.data)  # runs with the same data config share the splits
-        if data_key not in shared:
+        data_key = OmegaConf.to_yaml(cfg.data, resolve=True)  # the same data config (data.seed: ${seed}, resolved)
+        if data_key not in shared:  # runs with the same data config share the splits
             shared[data_key] = build_data(cfg.data, build_device(cfg.device))
         ctx = build_context(cfg, job.run_dir, log=member_log, hydra=job.config.hydra, data=shared[data_key])
         ctx.result.set_extra("launcher", "stacked")
