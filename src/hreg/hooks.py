@@ -19,7 +19,7 @@ from torch import nn
 
 from hreg.augment import Augment
 from hreg.data import Splits
-from hreg.metrics import Probe, probe
+from hreg.metrics import Probe, prediction_entropy, probe, probe_set
 from hreg.regularizer import WeightPenalty
 from hreg.result import RunResult, Status
 
@@ -69,6 +69,13 @@ class RunContext:
         if self.prober is not None:
             return self.prober()
         return probe(self.model, self.data, self.cfg.data.batch_size)
+
+    def entropy(self) -> torch.Tensor:
+        """The model's prediction entropy on the probe set: the engine's probe's where the engine measures
+        the model itself (the stacked engine: every member at once, kept for the epoch), else ``model``'s."""
+        if self.prober is not None:
+            return self.prober().entropy
+        return prediction_entropy(self.model, probe_set(self.data).x)
 
 
 class Hook:

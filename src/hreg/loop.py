@@ -30,7 +30,7 @@ from hreg.augment import Augment
 from hreg.data import Split
 from hreg.graph import EpochGraph, make_capturable, optimizer_state, why_not_graphed
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
-from hreg.metrics import MAX_ENTROPY, evaluate_all, prediction_entropy, probe_set, weight_stats
+from hreg.metrics import MAX_ENTROPY, evaluate_all, weight_stats
 from hreg.progress import Progress
 from hreg.regularizer import WeightPenalty
 from hreg.result import Status
@@ -207,7 +207,7 @@ def end_run(ctx: RunContext, hooks: Sequence[Hook], status: Status, error: str |
     result.wall_time_s = wall_time_s
     if status.clean_end:
         result.weights = weight_stats(ctx.model)
-        result.entropy_mean = prediction_entropy(ctx.model, probe_set(ctx.data).x).mean().item()
+        result.entropy_mean = ctx.entropy().mean().item()
     try:
         for hook in hooks:
             hook.on_end(ctx)
