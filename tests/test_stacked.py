@@ -30,7 +30,7 @@ from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
 from hreg.stacked.engine import Member, Stack, fit_stack
 from hreg.stacked.grouping import plan_stacks, stack_key
-from hreg.stacked.launcher import ComposedOnce
+from hreg.stacked.launcher import ComposedOnce, default_max_members
 from hreg.stacked.model import StackedMLP
 from hreg.stacked.optim import StackedOptimizer
 from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train
@@ -57,12 +57,19 @@ def test_a_stack_computes_what_each_of_its_mlps_computes(norm):
     assert torch.allclose(stack.predictor(torch.tensor([2, 0]))(shared), expected[[2, 0]], atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "optimizer", ["adam", "adamw", "sgd", "sgd optimizer.momentum=0"], ids=lambda o: o.replace(" ", ",")
-)
+#: Each member's optimizer overrides: two members with the same numbers (one fused call on two rows)
+#: and one apart, with weight decay, and momentum on and off within one stack.
+OPTIMIZER_MEMBERS = {
+    "adam": [["optimizer=adam"], ["optimizer=adam"], ["optimizer=adam", "optimizer.lr=3e-3", "+optimizer.weight_decay=1e-2"]],
+    "adamw": [["optimizer=adamw"], ["optimizer=adamw"], ["optimizer=adamw", "optimizer.lr=3e-3", "optimizer.weight_decay=1.0"]],
+    "sgd": [["optimizer=sgd", "optimizer.momentum=0"], ["optimizer=sgd"], ["optimizer=sgd", "optimizer.weight_decay=0.1"]],
+    "sgd,no momentum": [["optimizer=sgd", "optimizer.momentum=0", f"optimizer.lr={lr}"] for lr in (1e-2, 1e-2, 3e-2)],
+}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZER_MEMBERS))
 def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimizer):
-    group, *extra = optimizer.split()
-    configs = [compose_config(f"optimizer={group}", f"optimizer.lr={lr}", *extra).optimizer for lr in (1e-3, 3e-3, 1e-2)]
+    configs = [compose_config(*overrides).optimizer for overrides in OPTIMIZER_MEMBERS[optimizer]]
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
@@ -223,6 +230,17 @@ def test_what_regularizers_do_keeps_its_direction_in_both_engines(both_engines):
 # --- grouping --------------------------------------------------------------------------------------------------
 
 
+def test_the_default_stack_size_counts_each_members_share_of_the_data_splits():
+    """Half the free memory, a member counting 48 MiB and its share of the 230 MiB splits: in a sweep over
+    seeds each member brings a split of its own (data.seed follows seed), in a study of 3 seeds an eighth."""
+    cpu = torch.device("cpu")
+    with mock.patch("psutil.virtual_memory", return_value=mock.Mock(available=2 * 2**30)):  # 1024 MiB to use
+        assert default_max_members(cpu, splits_per_member=1.0) == 3  # 1024 // (48 + 230)
+        assert default_max_members(cpu, splits_per_member=3 / 24) == 12  # 1024 // 76.75 = 13, at most 12 on a CPU
+    with mock.patch("psutil.virtual_memory", return_value=mock.Mock(available=2**28)):
+        assert default_max_members(cpu, splits_per_member=1.0) == 1  # never none: a stack of one trains alone
+
+
 def test_the_launcher_takes_the_configs_the_sweeper_composed_to_check_them():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         master = compose(config_name="config", return_hydra_config=True)
@@ -263,7 +281,7 @@ def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ(
 def stacked_sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stacked")
     proc = run_train(
-        "-m", "hydra/launcher=stacked", "regularizer=none,l1", "seed=0,1", "epochs=4", "monitor.histograms=3",
+        "-m", "hydra/launcher=stacked", "regularizer=l1,none", "seed=0,1", "epochs=4", "monitor.histograms=3",
         "checkpoint.every=2", *FAST, f"hydra.sweep.dir={root / 'sweep'}", cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -288,7 +306,7 @@ def test_every_stacked_job_has_the_directory_a_native_job_has(stacked_sweep):
         assert best["epoch"] == result["best"]["epoch"]
         assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == 4
     kinds = [read_result(stacked_sweep / str(j))["config"]["regularizer"]["kind"] for j in range(4)]
-    assert kinds == ["none", "none", "l1", "l1"]
+    assert kinds == ["l1", "l1", "none", "none"]  # in the stack, the others first (members sit by penalty)
     assert "4 runs: 4 completed." in (stacked_sweep / "report.md").read_text()
 
 
@@ -303,22 +321,23 @@ def test_a_stacked_jobs_checkpoint_evaluates_to_its_recorded_metrics(stacked_swe
 
 
 def test_a_stacked_jobs_final_record_measures_its_own_final_model(stacked_sweep):
-    """The end-of-run entropy comes from the stack's measurement of every member at once: it is the
-    member's own, as its final model (checkpoints/last.pt) gives it on its own split (data.seed follows
-    seed: the jobs of seed 0 and seed 1 in one stack each have their own)."""
-    run_dir = stacked_sweep / "3"
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = instantiate(cfg.model)
-    checkpoint.load_model(model, checkpoint.load(run_dir / "checkpoints" / "last.pt"), run_dir)
-    result = read_result(run_dir)
-    entropy = prediction_entropy(model, probe_set(build_data(cfg.data, torch.device("cpu"))).x).mean().item()
-    assert result["entropy_mean"] == pytest.approx(entropy, abs=1e-5)
-    assert result["weights"]["l1_norm"] == pytest.approx(weight_stats(model)["l1_norm"], rel=1e-5)
+    """The end-of-run entropy comes from the stack's measurement of every member at once (the stack
+    orders its members by penalty: here not in job order): it is each job's own, as its final model
+    (checkpoints/last.pt) gives it on its own split (data.seed follows seed: each seed has its own)."""
+    for job in range(4):
+        run_dir = stacked_sweep / str(job)
+        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        model = instantiate(cfg.model)
+        checkpoint.load_model(model, checkpoint.load(run_dir / "checkpoints" / "last.pt"), run_dir)
+        result = read_result(run_dir)
+        entropy = prediction_entropy(model, probe_set(build_data(cfg.data, torch.device("cpu"))).x).mean().item()
+        assert result["entropy_mean"] == pytest.approx(entropy, abs=1e-5), job
+        assert result["weights"]["l1_norm"] == pytest.approx(weight_stats(model)["l1_norm"], rel=1e-5), job
 
 
 def test_the_same_stacked_sweep_twice_gives_the_same_metrics(stacked_sweep, tmp_path):
     proc = run_train(
-        "-m", "hydra/launcher=stacked", "regularizer=none,l1", "seed=0,1", "epochs=4", "monitor.histograms=3",
+        "-m", "hydra/launcher=stacked", "regularizer=l1,none", "seed=0,1", "epochs=4", "monitor.histograms=3",
         "checkpoint.every=2", *FAST, f"hydra.sweep.dir={tmp_path / 'again'}", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

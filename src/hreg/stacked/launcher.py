@@ -79,17 +79,23 @@ class Job:
         return f"job {self.index} ({' '.join(self.overrides) or 'defaults'})"
 
 
-def default_max_members(device: torch.device, splits: int) -> int:
-    """As many members as fit in half of the free memory of ``device`` beside ``splits`` data splits
-    (on a CPU, at most CPU_MEMBERS)."""
+def default_max_members(device: torch.device, splits_per_member: float) -> int:
+    """As many members as fit in half of the free memory of ``device`` (on a CPU, at most CPU_MEMBERS),
+    each counting MEMORY_PER_MEMBER and its share of the data splits: ``splits_per_member`` is the
+    batch's distinct splits over its jobs (1 in a sweep over seeds, where each seed has its own split)."""
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         import psutil
 
         free = psutil.virtual_memory().available
-    fit = max(1, int((0.5 * free - splits * MEMORY_PER_SPLIT) // MEMORY_PER_MEMBER))
+    fit = max(1, int(0.5 * free // (MEMORY_PER_MEMBER + splits_per_member * MEMORY_PER_SPLIT)))
     return fit if device.type == "cuda" else min(fit, CPU_MEMBERS)
+
+
+def data_key(cfg: DictConfig) -> str:
+    """What decides a job's splits: its data config, resolved (``data.seed`` is ``${seed}`` by default)."""
+    return OmegaConf.to_yaml(cfg.data, resolve=True)
 
 
 @contextlib.contextmanager
@@ -173,7 +179,8 @@ class StackedLaunch:
         keys = [stack_key(job.task_cfg, str(devices[job.index])) for job in jobs]
         if not jobs:
             return []
-        max_members = self.max_members or default_max_members(devices[jobs[0].index], splits=3)
+        splits_per_member = len({data_key(job.task_cfg) for job in jobs}) / len(jobs)
+        max_members = self.max_members or default_max_members(devices[jobs[0].index], splits_per_member)
         stacks = plan_stacks(keys, max_members)
         log.info("Launching %d jobs as %d stack%s (%s); their configs checked in %.1f s", len(jobs), len(stacks),
                  "" if len(stacks) == 1 else "s", ", ".join(str(len(s)) for s in stacks), time.perf_counter() - started)
@@ -210,10 +217,10 @@ class StackedLaunch:
         member_log.addHandler(handler)
         self.hydra_context.callbacks.on_job_start(config=job.config, task_function=self.task_function)
         cfg = job.task_cfg
-        data_key = OmegaConf.to_yaml(cfg.data, resolve=True)  # the same data config (data.seed: ${seed}, resolved)
-        if data_key not in shared:  # runs with the same data config share the splits
-            shared[data_key] = build_data(cfg.data, build_device(cfg.device))
-        ctx = build_context(cfg, job.run_dir, log=member_log, hydra=job.config.hydra, data=shared[data_key])
+        key = data_key(cfg)
+        if key not in shared:  # runs with the same data config share the splits
+            shared[key] = build_data(cfg.data, build_device(cfg.device))
+        ctx = build_context(cfg, job.run_dir, log=member_log, hydra=job.config.hydra, data=shared[key])
         ctx.result.set_extra("launcher", "stacked")
         return Member(job.name, ctx, build_hooks(ctx))
 
