@@ -44,7 +44,7 @@ def test_a_graphed_run_reaches_the_eager_runs_accuracy(tmp_path, variant):
 
 @cuda
 def test_a_graphed_stack_reaches_the_eager_stacks_accuracy(tmp_path):
-    """The stacked engine's epochs as graphs (one buffer of parameters, its optimizer and penalties inside)."""
+    """The stacked engine's epochs as graphs (the fused optimizer kernels, penalties and dropout masks inside)."""
     variants = [["regularizer=l1"], ["model.dropout=0.2", "augment=noise_affine"], ["regularizer=l2", "optimizer.lr=3e-3"]]
     finals = {}
     for setting in ("true", "false"):

@@ -58,7 +58,7 @@ class StackedMLP:
         self.momentum = norms[0].momentum if self.norm == "batchnorm" else 0.0
 
         def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([t.detach() for t in tensors]).clone()
+            return torch.stack([t.detach() for t in tensors])  # a new tensor: the members' own stay theirs
 
         linears = [list(m.linear_layers().values()) for m in members]
         norm_layers = [_norm_layers(m) for m in members]
@@ -85,11 +85,10 @@ class StackedMLP:
     def _set_parameters(self, tensors: list[torch.Tensor]) -> None:
         """The trained tensors, each (K, ...) and contiguous, so that a slice of members is a contiguous
         tensor too (the optimizer's fused kernels take them) and autograd hands over fresh gradients."""
-        self.params = [t.detach().contiguous().requires_grad_() for t in tensors]
+        params = self.params = [t.detach().contiguous().requires_grad_() for t in tensors]
         step = 4 if self.norm is not None else 2
-        tensors = self.params
-        self.weights, self.biases = tensors[0::step], tensors[1::step]
-        self.gains, self.shifts = (tensors[2::step], tensors[3::step]) if self.norm is not None else ([], [])
+        self.weights, self.biases = params[0::step], params[1::step]
+        self.gains, self.shifts = (params[2::step], params[3::step]) if self.norm is not None else ([], [])
 
     def __len__(self) -> int:
         return self.weights[0].shape[0]

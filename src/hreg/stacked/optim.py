@@ -100,15 +100,14 @@ class StackedOptimizer:
     def export(self, k: int, optimizer: torch.optim.Optimizer) -> None:
         """Member k's state into ``optimizer`` (torch's, over the member's own MLP, parameters in the same order)."""
         own = [p for group in optimizer.param_groups for p in group["params"]]
-        states = self.state
         for i, p in enumerate(own):
             state: dict[str, Any]
             if self.kind == "torch.optim.SGD":
-                state = {"momentum_buffer": states[0][i][k].clone() if self.settings[k]["momentum"] > 0 else None}
+                state = {"momentum_buffer": self.state[0][i][k].clone() if self.settings[k]["momentum"] > 0 else None}
             else:
                 state = {
                     "step": self.steps.detach().clone(),  # on the device: no synchronisation here
-                    "exp_avg": states[0][i][k].clone(),
-                    "exp_avg_sq": states[1][i][k].clone(),
+                    "exp_avg": self.state[0][i][k].clone(),
+                    "exp_avg_sq": self.state[1][i][k].clone(),
                 }
             optimizer.state[p] = state
