@@ -170,9 +170,12 @@ class Stack:
         """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
         k, n = len(self), self.train_size
         sums = torch.zeros(2, k, device=self.device)
+        # The batches' images, gathered into one buffer for the epoch: on a CPU a fresh 11 MB tensor a batch
+        # made the gather 3x slower (7% of an epoch of 12 members).
+        images = torch.empty(k * min(self.batch_size, n), self.train_x.shape[1], device=self.device)
         for start, stop in batch_bounds(n, self.batch_size):
             index = rows[:, start:stop].reshape(-1)
-            x = self.train_x.index_select(0, index).view(k, stop - start, -1)
+            x = torch.index_select(self.train_x, 0, index, out=images[: len(index)]).view(k, stop - start, -1)
             y = self.train_y.index_select(0, index).view(k, stop - start)
             if self.augment is not None:
                 x = self.augment(x.view(k, stop - start, *self.image_shape)).flatten(2)
