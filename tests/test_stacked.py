@@ -141,6 +141,21 @@ def test_the_stacks_penalty_is_each_members_own_with_its_gradient(tmp_path):
             assert torch.allclose(stack.model.weights[i].grad[k], grad, atol=1e-8)
 
 
+def test_a_stack_evaluates_each_member_on_its_own_split(tmp_path):
+    """One pass over MNIST's training images for all members, summed under each member's masks: the
+    metrics evaluate_all gives each member's own model on its own split (three splits, stack reordered)."""
+    variants = [("model.dropout=0.2",), ("regularizer=l1",), ("model.dropout=0.2", "regularizer=l2"), ()]
+    members = [Member(str(i), build_context(compose_config("monitor=none", f"seed={i}", f"data.seed={i % 3}", *v),
+                                            tmp_path / str(i)), []) for i, v in enumerate(variants)]
+    stack = Stack(members)
+    stack.train_epoch()
+    for position, (member, got) in enumerate(zip(stack.members, stack.evaluate())):
+        stack.write_member(position)
+        expected = evaluate_all(member.ctx.model, member.ctx.data)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, abs=1e-5), (member.name, key)
+
+
 def test_a_member_trained_in_the_native_loops_batch_order_reaches_the_native_loops_metrics(tmp_path):
     cfg = compose_config("monitor=none", "regularizer=l1", "model/norm=layernorm")
     native = build_context(cfg, tmp_path / "native")

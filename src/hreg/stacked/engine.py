@@ -29,11 +29,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hreg.augment import AugmentSettings, BatchAugment
-from hreg.data import Splits
+from hreg.data import Split, Splits
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.graph import EpochGraph
 from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
@@ -107,6 +108,16 @@ class Stack:
         self.train_y = torch.cat([s.train.y for s in self.splits])
         self.train_size = len(self.splits[0].train)
         self.image_shape = tuple(self.splits[0].train.x.shape[1:])
+        # MNIST's training images in their own order (every split partitions them), and for each split
+        # the masks (splits, images) of its train and val parts: what ``evaluate`` sums over.
+        first = self.splits[0]
+        index = torch.from_numpy(np.concatenate([first.train_index, first.val_index])).to(self.device)
+        x, y = torch.cat([first.train.x, first.val.x]), torch.cat([first.train.y, first.val.y])
+        self.pool = Split(torch.empty_like(x).index_copy_(0, index, x), torch.empty_like(y).index_copy_(0, index, y))
+        self.masks = [torch.zeros(len(self.splits), len(self.pool), device=self.device) for _ in range(2)]
+        for i, split in enumerate(self.splits):
+            for masks, index in zip(self.masks, (split.train_index, split.val_index)):
+                masks[i, torch.from_numpy(index).to(self.device)] = 1
 
         self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member)
         for member in self.members:
@@ -209,30 +220,30 @@ class Stack:
         predict = self._predictor(members)
         return torch.cat([predict(xs) for xs in x.flatten(1).split(self._chunk())], dim=1)
 
-    def _loss_and_accuracy(self, x: torch.Tensor, y: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """(2, M): mean cross-entropy and accuracy of the members on the images x (N, ...) in eval mode."""
-        if len(y) == 0:
-            return torch.full((2, len(members)), math.nan, device=self.device)
-        total = torch.zeros(2, len(members), device=self.device)
-        predict = self._predictor(members)
-        for xs, ys in zip(x.flatten(1).split(self._chunk()), y.split(self._chunk())):
-            logits = predict(xs)
-            target = ys.expand(len(members), -1)
-            total[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(dim=1)
-            total[1] += (logits.argmax(dim=-1) == target).sum(dim=1)
-        return total / len(y)
+    def _per_image(self, split: Split) -> torch.Tensor:
+        """(2, K, N): every member's cross-entropy and hit (1 or 0) on each image of ``split``, in eval mode."""
+        predict = self.model.predictor(None)
+        out = torch.empty(2, len(self), len(split), device=self.device)
+        for start in range(0, len(split), self._chunk()):
+            rows = slice(start, start + self._chunk())
+            logits, target = predict(split.x[rows].flatten(1)), split.y[rows].expand(len(self), -1)
+            out[0, :, rows] = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            out[1, :, rows] = logits.argmax(dim=-1) == target
+        return out
 
     @torch.no_grad()
     def evaluate(self) -> list[dict[str, float]]:
-        """Loss and accuracy of every member on its train and val splits and on the test set."""
-        table = torch.zeros(len(self), len(SPLITS), 2, device=self.device)
-        everyone = torch.arange(len(self), device=self.device)
-        for splits, members in self._by_split():
-            for j, name in enumerate(SPLITS[:2]):
-                split = getattr(splits, name)
-                table[members, j] = self._loss_and_accuracy(split.x, split.y, members).T
-        test = self.splits[0].test
-        table[:, 2] = self._loss_and_accuracy(test.x, test.y, everyone).T
+        """Loss and accuracy of every member on its train and val splits and on the test set.
+
+        Every member sees all of MNIST's training images in one pass (its train and val splits are a
+        partition of them) and the test set in another: two passes whatever the number of splits, each
+        as wide as the stack. A member's means over its own splits are sums under its masks."""
+        table = torch.empty(len(self), len(SPLITS), 2, device=self.device)
+        pool = self._per_image(self.pool)
+        for j, masks in enumerate(self.masks):
+            mask = masks[self.split_of]  # (K, pool): 1 on the member's images of this split
+            table[:, j] = (pool * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
+        table[:, 2] = self._per_image(self.splits[0].test).mean(dim=2).T
         return [
             {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
             for member in table.tolist()
