@@ -59,7 +59,7 @@ def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path
     acc = events(run_dir)
     steps = [e.step for e in acc.Scalars("loss/val")]
     assert steps == [1] + list(range(10, 101, 10)), "TensorBoard curve without duplicated or missing steps"
-    assert [e.step for e in acc.Histograms("weights/fc1")] == [1, 26, 50, 75, 100]
+    assert [e.step for e in acc.Histograms("weights/fc1")] == [1, 20, 50, 80, 100]  # evaluation epochs
     assert "resuming" in (run_dir / "train.log").read_text()
 
 

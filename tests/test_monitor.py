@@ -29,10 +29,12 @@ def runs(request, tmp_path_factory):
     return out
 
 
-def test_snapshot_epochs_are_at_most_n_with_first_and_last():
-    for epochs, count in [(1000, 20), (12, 4), (5, 20), (1, 3), (7, 1)]:
-        chosen = snapshot_epochs(epochs, count)
+def test_snapshot_epochs_are_at_most_n_evaluation_epochs_with_first_and_last():
+    for epochs, count, every in [(1000, 20, 10), (1000, 20, 1), (12, 4, 4), (5, 20, 1), (1, 3, 10), (7, 1, 2)]:
+        chosen = snapshot_epochs(epochs, count, every)
         assert len(chosen) <= count and epochs in chosen and (count == 1 or 1 in chosen)
+        assert all(e == 1 or e == epochs or e % every == 0 for e in chosen)
+    assert len(snapshot_epochs(1000, 20, 10)) == 20
 
 
 def test_scalars_at_every_evaluation(runs):

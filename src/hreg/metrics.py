@@ -77,7 +77,11 @@ def prediction_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def logits_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of the softmax of ``logits`` over their last dimension (the classes)."""
-    log_p = torch.log_softmax(logits, dim=-1)
+    return log_probs_entropy(torch.log_softmax(logits, dim=-1))
+
+
+def log_probs_entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the distributions whose log-probabilities are ``log_p`` (classes last)."""
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 

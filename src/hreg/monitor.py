@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from hreg.hooks import EpochStats, Hook, RunContext
+from hreg.loop import is_eval_epoch
 from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
 
 
@@ -43,11 +44,14 @@ def device_histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, Any
     }
 
 
-def snapshot_epochs(epochs: int, count: int) -> set[int]:
-    """At most ``count`` epochs spread evenly over 1..epochs, always the first and the last."""
+def snapshot_epochs(epochs: int, count: int, eval_every: int = 1) -> set[int]:
+    """At most ``count`` of the evaluation epochs, spread evenly, always the first and the last: a
+    snapshot's histograms sit at the steps of the scalars, and an engine may measure its entropies in
+    the evaluation's own pass (the stacked engine does)."""
+    evaluated = [e for e in range(1, epochs + 1) if is_eval_epoch(e, epochs, eval_every)]
     if count <= 1:
         return {epochs}
-    return {round(1 + i * (epochs - 1) / (count - 1)) for i in range(count)}
+    return {evaluated[round(i * (len(evaluated) - 1) / (count - 1))] for i in range(count)}
 
 
 class TensorBoardMonitor(Hook):
@@ -70,7 +74,7 @@ class TensorBoardMonitor(Hook):
         if self.writer is None:  # an engine with a writer of its own (Lightning's logger) sets it first
             self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
         self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64, device=ctx.device)
-        self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms)
+        self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms, ctx.cfg.eval_every)
         self.probe = probe_set(ctx.data)
         if first_epoch == 1:
             self._log_random_model(ctx)

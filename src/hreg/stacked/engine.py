@@ -38,7 +38,7 @@ from hreg.data import Split, Splits
 from hreg.hooks import EpochStats, Hook, RunContext, StopRun
 from hreg.graph import EpochGraph
 from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
-from hreg.metrics import PROBE_SIZE, SPLITS, Probe, logits_entropy, probe_set
+from hreg.metrics import PROBE_SIZE, SPLITS, Probe, log_probs_entropy, logits_entropy, probe_set
 from hreg.progress import Progress
 from hreg.result import Status
 from hreg.stacked.model import StackedMLP, span
@@ -118,8 +118,12 @@ class Stack:
         for i, split in enumerate(self.splits):
             for masks, index in zip(self.masks, (split.train_index, split.val_index)):
                 masks[i, torch.from_numpy(index).to(self.device)] = 1
+        # Each split's probe set (``metrics.probe_set``: its first validation images) as rows of the pool.
+        self.probe_rows = (torch.stack([torch.from_numpy(s.val_index[:PROBE_SIZE]) for s in self.splits]).to(self.device)
+                           if len(first.val) else None)
 
         self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member)
+        self._pool_entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, pool), if any
         for member in self.members:
             member.ctx.prober = functools.partial(self.probe, member)
 
@@ -162,7 +166,7 @@ class Stack:
 
     def train_epoch(self) -> list[EpochStats]:
         """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
-        self._probes = None
+        self._probes = self._pool_entropy = None
         rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
         batches = len(batch_bounds(self.train_size, self.batch_size))
         if not self.graphed:
@@ -221,14 +225,17 @@ class Stack:
         return torch.cat([predict(xs) for xs in x.flatten(1).split(self._chunk())], dim=1)
 
     def _per_image(self, split: Split) -> torch.Tensor:
-        """(2, K, N): every member's cross-entropy and hit (1 or 0) on each image of ``split``, in eval mode."""
+        """(3, K, N): every member's cross-entropy, hit (1 or 0) and prediction entropy on each image of
+        ``split``, in eval mode (cross-entropy as ``F.cross_entropy`` computes it: NLL of log-softmax)."""
         predict = self.model.predictor(None)
-        out = torch.empty(2, len(self), len(split), device=self.device)
+        out = torch.empty(3, len(self), len(split), device=self.device)
         for start in range(0, len(split), self._chunk()):
             rows = slice(start, start + self._chunk())
             logits, target = predict(split.x[rows].flatten(1)), split.y[rows].expand(len(self), -1)
-            out[0, :, rows] = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            log_p = torch.log_softmax(logits, dim=-1)
+            out[0, :, rows] = -log_p.gather(2, target.unsqueeze(2)).squeeze(2)
             out[1, :, rows] = logits.argmax(dim=-1) == target
+            out[2, :, rows] = log_probs_entropy(log_p)
         return out
 
     @torch.no_grad()
@@ -242,8 +249,9 @@ class Stack:
         pool = self._per_image(self.pool)
         for j, masks in enumerate(self.masks):
             mask = masks[self.split_of]  # (K, pool): 1 on the member's images of this split
-            table[:, j] = (pool * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
-        table[:, 2] = self._per_image(self.splits[0].test).mean(dim=2).T
+            table[:, j] = (pool[:2] * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
+        table[:, 2] = self._per_image(self.splits[0].test)[:2].mean(dim=2).T
+        self._pool_entropy = pool[2]  # a snapshot at this epoch takes its entropies from here
         return [
             {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
             for member in table.tolist()
@@ -262,7 +270,8 @@ class Stack:
 
         The gradients come from one forward and backward pass of the stack in train mode on each
         member's first training batch (unaugmented); BatchNorm statistics and the random state are
-        restored, and no parameter gradient is touched. Entropies come from one evaluation pass.
+        restored, and no parameter gradient is touched. Entropies come from this epoch's evaluation
+        (snapshots are taken at evaluation epochs), else from an evaluation pass of their own.
         """
         k, size = len(self), min(self.batch_size, self.train_size)
         rows = (torch.arange(size, device=self.device) + self.train_size * self.split_of.unsqueeze(1)).reshape(-1)
@@ -277,10 +286,13 @@ class Stack:
         with torch.no_grad():
             for buffer, value in zip(self.model.buffers(), saved):
                 buffer.copy_(value)
-        entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
-        with torch.no_grad():
-            for splits, members in self._by_split():
-                entropy[members] = logits_entropy(self._logits(probe_set(splits).x, members))
+        if self._pool_entropy is not None and self.probe_rows is not None:  # evaluated this epoch: no pass of its own
+            entropy = self._pool_entropy.gather(1, self.probe_rows[self.split_of])
+        else:
+            entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
+            with torch.no_grad():
+                for splits, members in self._by_split():
+                    entropy[members] = logits_entropy(self._logits(probe_set(splits).x, members))
         names = list(self.members[0].ctx.model.linear_layers())
         return [Probe({name: g[m].detach() for name, g in zip(names, grads)}, entropy[m]) for m in range(k)]
 
@@ -302,6 +314,8 @@ class Stack:
             self.augment = self.augment.keep(positions)
         self.lam = {kind: [lams[p] for p in positions] for kind, lams in self.lam.items()}
         self.split_of = self.split_of[index]
+        if self._pool_entropy is not None:
+            self._pool_entropy = self._pool_entropy[index]
         self._penalties()
         self.graph = None  # it holds the old tensors: captured again at the next epoch
 
