@@ -80,9 +80,9 @@ def logits_entropy(logits: torch.Tensor) -> torch.Tensor:
     return log_probs_entropy(torch.log_softmax(logits, dim=-1))
 
 
-def log_probs_entropy(log_p: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the distributions whose log-probabilities are ``log_p`` (classes last)."""
-    return -(log_p.exp() * log_p).sum(dim=-1)
+def log_probs_entropy(log_p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Entropy (nats) of the distributions whose log-probabilities are ``log_p`` (classes along ``dim``)."""
+    return -(log_p.exp() * log_p).sum(dim=dim)
 
 
 def probe_set(data: Splits) -> Split:
