@@ -52,8 +52,8 @@ log = logging.getLogger("hreg")
 MEMORY_PER_MEMBER = 48 * 2**20
 #: Memory of one split of MNIST on the device (train, validation and test images as float32).
 MEMORY_PER_SPLIT = 230 * 2**20
-#: On a CPU, bigger stacks than this train no faster per member: their batches outgrow the caches
-#: (measured on this project's 2-core machine: 2.2x one run's model-epochs/s at 4 and 8, 1.8x at 24).
+#: On a CPU, bigger stacks than this train no faster per member (measured on this project's 2-core
+#: machine: 2.2x one run's model-epochs/s at 4 and 8, 1.8x at 24; on a busier afternoon 8 and 24 alike).
 CPU_MEMBERS = 12
 
 
