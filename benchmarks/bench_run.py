@@ -7,9 +7,12 @@ loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
 ``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run.
 
 The two variants run alternately, REPEATS times each, in fresh processes, and it prints
-the medians: the whole process (start-up, data, training, evaluation, logging) and the
-training loop alone (result.json's wall_time_s), their ratio, and the size of a run's
-event files. Alternating makes the ratio fair on a shared, noisy machine.
+the medians: the whole process (start-up, data, training, evaluation, logging), where it
+went (from the run's train.log: imports and Hydra's composition until the run's first log
+line; building the run until its ``data:`` line (device, model, optimizer, data); the
+training loop, result.json's wall_time_s; what follows it until the process exits), the
+ratio of the two variants, and the size of a run's event files. Alternating makes the
+ratio fair on a shared, noisy machine.
 
     .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|engine|startup] [--repeats 5] [--epochs 1000]
         [extra overrides...]
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +40,14 @@ COMPARISONS = {
 }
 
 
+def logged_at(line: str) -> float:
+    """The time stamp of a train.log line (Hydra's ``[2026-11-27 16:10:27,932][hreg][INFO] - ...``), in seconds."""
+    return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
     run_dir = workdir / name
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     subprocess.run(
         [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -46,8 +55,12 @@ def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
     process_s = time.perf_counter() - started
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed", result["status"]
+    lines = (run_dir / "train.log").read_text().splitlines()
+    first = logged_at(lines[0]) - started_at
+    built = logged_at(next(line for line in lines if "] - data: " in line)) - started_at
     events = sum(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*"))
-    return {"process_s": process_s, "loop_s": result["wall_time_s"], "events_mb": events / 1e6,
+    return {"process_s": process_s, "before_s": first, "build_s": built - first, "loop_s": result["wall_time_s"],
+            "after_s": process_s - built - result["wall_time_s"], "events_mb": events / 1e6,
             "val_acc": result["final"]["val_acc"]}
 
 
@@ -68,10 +81,12 @@ def main() -> None:
                 print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     print(f"{args.repeats} runs each, alternating, `train.py {' '.join(base)}`:")
-    print("| variant | median process wall (s) | median training loop (s) | event files (MB) | final val acc |")
-    print("|---|---|---|---|---|")
+    print("| variant | median process wall (s) | imports, config (s) | build (s) | training loop (s) | after (s) "
+          "| event files (MB) | final val acc |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, m in medians.items():
-        print(f"| {name} | {m['process_s']:.1f} | {m['loop_s']:.1f} | {m['events_mb']:.2f} | {m['val_acc']:.4f} |")
+        print(f"| {name} | {m['process_s']:.1f} | {m['before_s']:.1f} | {m['build_s']:.1f} | {m['loop_s']:.1f} "
+              f"| {m['after_s']:.1f} | {m['events_mb']:.2f} | {m['val_acc']:.4f} |")
     if len(medians) == 2:
         first, second = medians.values()
         print(f"first / second: training loop {first['loop_s'] / second['loop_s']:.3f}x; "
