@@ -4,6 +4,7 @@
 ``--compare graph``: the epoch as a CUDA graph (`train.cuda_graph=true`) against the eager
 loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
 ``--compare engine``: hreg's own loop against the Lightning engine (`engine=lightning`);
+``--compare fused``: Adam's fused kernel (the config's default) against torch's default (`optimizer.fused=false`);
 ``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run.
 
 The two variants run alternately, REPEATS times each, in fresh processes, and it prints
@@ -14,7 +15,7 @@ training loop, result.json's wall_time_s; what follows it until the process exit
 ratio of the two variants, and the size of a run's event files. Alternating makes the
 ratio fair on a shared, noisy machine.
 
-    .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|engine|startup] [--repeats 5] [--epochs 1000]
+    .venv/bin/python benchmarks/bench_run.py [--compare logging|graph|engine|fused|startup] [--repeats 5] [--epochs 1000]
         [extra overrides...]
 """
 
@@ -36,6 +37,7 @@ COMPARISONS = {
     "graph": {"CUDA graph (train.cuda_graph=true)": ["train.cuda_graph=true"],
               "eager loop (train.cuda_graph=false)": ["train.cuda_graph=false"]},
     "engine": {"native engine (default)": [], "Lightning engine (engine=lightning)": ["engine=lightning"]},
+    "fused": {"fused Adam (default)": [], "foreach Adam (optimizer.fused=false)": ["optimizer.fused=false"]},
     "startup": {"start-up (monitor=none device=cpu, with --epochs 1)": ["monitor=none", "device=cpu"]},
 }
 

@@ -9,7 +9,8 @@ import torch
 
 from hreg.build import build_context
 from hreg.loop import batch_bounds, epoch_stats, train_batches
-from hreg.graph import EpochGraph, make_capturable, optimizer_state
+from hreg.optimizer import build_optimizer
+from hreg.graph import EpochGraph, make_capturable, optimizer_state, why_not_graphed
 from hreg.run import train
 from hreg.stacked.engine import Member, fit_stack
 from tests.conftest import QUICK, compose_config
@@ -29,6 +30,20 @@ def test_on_the_cpu_the_option_changes_nothing_and_says_so(tmp_path, caplog):
         assert said == (["train.cuda_graph=true: CUDA graphs need a CUDA device, this run is on cpu; the eager loop trains"]
                         if setting == "true" else [])
     assert runs["auto"].history == runs["true"].history == runs["false"].history
+
+
+@pytest.mark.parametrize("group", ["adam", "adamw"])
+def test_the_fused_optimizers_of_the_configs_step_with_capturable_kernels_in_a_graph(group):
+    """``fused: true`` (conf/optimizer) keeps no epoch out of a graph: captured, Adam and AdamW step with
+    torch's capturable foreach kernels. SGD with ``fused=True`` still trains eagerly. (Only the device's
+    type is read here: this runs on a CPU.)"""
+    optimizer = build_optimizer(compose_config(f"optimizer={group}").optimizer, torch.nn.Linear(3, 2))
+    assert optimizer.param_groups[0]["fused"] is True, "the config's choice reaches torch"
+    assert why_not_graphed(torch.device("cuda"), optimizer) is None
+    make_capturable(optimizer)
+    assert [(g["capturable"], g["fused"]) for g in optimizer.param_groups] == [(True, False)]
+    sgd = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1, fused=True)
+    assert why_not_graphed(torch.device("cuda"), sgd) == "SGD with fused=True is not supported"
 
 
 @cuda

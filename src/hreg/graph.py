@@ -81,17 +81,22 @@ def why_not_graphed(device: torch.device, optimizer: torch.optim.Optimizer | Non
     if optimizer is not None:
         if not isinstance(optimizer, GRAPHABLE_OPTIMIZERS):
             return f"{type(optimizer).__name__} is not one of Adam, AdamW, SGD"
-        group = optimizer.param_groups[0]
-        if group.get("amsgrad") or group.get("nesterov") or group.get("dampening", 0) or group.get("fused"):
-            return f"{type(optimizer).__name__} with amsgrad, nesterov, dampening or fused is not supported"
+        group, name = optimizer.param_groups[0], type(optimizer).__name__
+        if group.get("amsgrad") or group.get("nesterov") or group.get("dampening", 0):
+            return f"{name} with amsgrad, nesterov or dampening is not supported"
+        if group.get("fused") and not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            return f"{name} with fused=True is not supported"
     return None
 
 
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Adam and AdamW keep their step count on the device, so that the count goes on at every replay."""
+    """Adam and AdamW keep their step count on the device, so that the count goes on at every replay; they
+    step with torch's capturable foreach kernels (a config's ``fused: true`` is set aside here: the graphed
+    epoch was verified on a GPU with these)."""
     if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         for group in optimizer.param_groups:
             group["capturable"] = True
+            group["fused"] = False
         for state in optimizer.state.values():  # a resumed run's state: its step moves to the device
             if "step" in state and not state["step"].is_cuda:
                 state["step"] = state["step"].to(optimizer.param_groups[0]["params"][0].device, torch.float32)
