@@ -62,7 +62,8 @@ def freeze_at_exit() -> None:
 
     Python's last garbage collections at exit walk every object of the process, and torch (with
     ``torch._dynamo``, which torch's optimizers import) brings in millions: measured on this project's
-    2-core machine, a one-epoch ``train.py`` spent about 1.4 s of its 6 s there. ``gc.freeze`` in an
+    2-core machine, a one-epoch ``train.py`` took 5.70 s with them and 4.67 s without (medians of 6,
+    alternating; README, "Start-up"). ``gc.freeze`` in an
     atexit handler leaves them out of those collections. The other atexit handlers still run (logging's
     flush and close of its files among them), and hreg closes its own files (event files, checkpoints,
     records) itself, before the end.

@@ -26,6 +26,8 @@ import torch
 
 #: The torch optimizers whose state, zeroed, is their fresh state (so that a capture can be undone).
 GRAPHABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+#: Those of them that keep their step count on the device when capturable (and may be configured fused).
+CAPTURABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
 
 
 class EpochGraph:
@@ -84,7 +86,7 @@ def why_not_graphed(device: torch.device, optimizer: torch.optim.Optimizer | Non
         group, name = optimizer.param_groups[0], type(optimizer).__name__
         if group.get("amsgrad") or group.get("nesterov") or group.get("dampening", 0):
             return f"{name} with amsgrad, nesterov or dampening is not supported"
-        if group.get("fused") and not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        if group.get("fused") and not isinstance(optimizer, CAPTURABLE_OPTIMIZERS):
             return f"{name} with fused=True is not supported"
     return None
 
@@ -93,7 +95,7 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
     """Adam and AdamW keep their step count on the device, so that the count goes on at every replay; they
     step with torch's capturable foreach kernels (a config's ``fused: true`` is set aside here: the graphed
     epoch was verified on a GPU with these)."""
-    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+    if isinstance(optimizer, CAPTURABLE_OPTIMIZERS):
         for group in optimizer.param_groups:
             group["capturable"] = True
             group["fused"] = False
