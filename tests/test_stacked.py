@@ -22,7 +22,8 @@ from torch import nn
 
 from hreg import checkpoint
 from hreg.build import build_context, build_hooks
-from hreg.loop import train_epoch
+from hreg.hooks import Hook
+from hreg.loop import fit, train_epoch
 from hreg.data import build_data
 from hreg.metrics import evaluate_all, prediction_entropy, probe, probe_set, weight_stats
 from hreg.model import MLP
@@ -439,3 +440,36 @@ def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(t
     summary = (tmp_path / "multirun" / "optuna" / "st" / "summary.md").read_text()
     assert "| pruned | pruned |" in summary
 
+
+
+class ThreadsSeen(Hook):
+    """Records torch's thread count as each epoch's bookkeeping sees it."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+
+    def on_epoch_end(self, ctx, epoch, stats, metrics, improved) -> None:
+        self.seen[epoch] = torch.get_num_threads()
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("engine", ["native", "stacked"])
+def test_bookkeeping_runs_on_one_thread_at_evaluation_epochs_and_training_keeps_its_threads(tmp_path, two_threads,
+                                                                                         engine):
+    ctxs = [build_context(compose_config("epochs=4", "eval_every=2", "monitor=none", f"seed={i}"), tmp_path / str(i))
+            for i in range(2 if engine == "stacked" else 1)]
+    hooks = [ThreadsSeen() for _ in ctxs]
+    if engine == "native":
+        fit(ctxs[0], hooks)
+    else:
+        fit_stack([Member(str(i), ctx, [hook]) for i, (ctx, hook) in enumerate(zip(ctxs, hooks))], seed=0)
+    assert [hook.seen for hook in hooks] == [{1: 1, 2: 1, 3: 2, 4: 1}] * len(ctxs)
+    assert torch.get_num_threads() == 2
+    assert all(read_result(ctx.run_dir)["status"] == "completed" for ctx in ctxs)

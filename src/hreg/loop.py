@@ -35,6 +35,7 @@ from hreg.progress import Progress
 from hreg.regularizer import WeightPenalty
 from hreg.result import Status
 from hreg.stopping import deferred_interrupts
+from hreg.threads import one_thread
 
 #: A run has diverged when its mean training cross-entropy over an epoch exceeds this (or is NaN or
 #: infinite): a hundred times what a model at chance scores (ln 10 = 2.3 nats). Such a run sits at
@@ -181,7 +182,8 @@ def end_epoch(
     """Record an epoch that trained; raise StopRun when it ends the run (diverged, or a hook's say).
 
     ``sync_model``, given by an engine whose ctx.model is a copy, refreshes it
-    before the hooks that read it.
+    before the hooks that read it. At evaluation epochs, when the hooks have work,
+    torch runs on one thread (``threads.one_thread``).
     """
     result = ctx.result
     result.epochs_completed = epoch
@@ -189,15 +191,16 @@ def end_epoch(
     reason = divergence(stats)
     if reason:
         raise Diverged(reason)
-    improved = False
-    if metrics is not None:
-        metrics = {"epoch": epoch, **metrics, "penalty": stats.penalty}
-        improved = result.record(metrics)
-        result.save(ctx.run_dir)
-    if sync_model is not None and any(hook.needs_model(epoch, improved) for hook in hooks):
-        sync_model()
-    for hook in hooks:
-        hook.on_epoch_end(ctx, epoch, stats, metrics, improved)
+    with one_thread(when=metrics is not None):
+        improved = False
+        if metrics is not None:
+            metrics = {"epoch": epoch, **metrics, "penalty": stats.penalty}
+            improved = result.record(metrics)
+            result.save(ctx.run_dir)
+        if sync_model is not None and any(hook.needs_model(epoch, improved) for hook in hooks):
+            sync_model()
+        for hook in hooks:
+            hook.on_epoch_end(ctx, epoch, stats, metrics, improved)
 
 
 def end_run(ctx: RunContext, hooks: Sequence[Hook], status: Status, error: str | None, wall_time_s: float) -> None:
@@ -205,14 +208,15 @@ def end_run(ctx: RunContext, hooks: Sequence[Hook], status: Status, error: str |
     result = ctx.result
     result.finish(status, error)
     result.wall_time_s = wall_time_s
-    if status.clean_end:
-        result.weights = weight_stats(ctx.model)
-        result.entropy_mean = ctx.entropy().mean().item()
-    try:
-        for hook in hooks:
-            hook.on_end(ctx)
-    finally:
-        result.save(ctx.run_dir)
+    with one_thread():
+        if status.clean_end:
+            result.weights = weight_stats(ctx.model)
+            result.entropy_mean = ctx.entropy().mean().item()
+        try:
+            for hook in hooks:
+                hook.on_end(ctx)
+        finally:
+            result.save(ctx.run_dir)
     if error:
         ctx.log.warning("run stopped (%s) with %d epochs completed: %s", status, result.epochs_completed, error)
 
