@@ -32,7 +32,7 @@ from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
 from hreg.stacked.engine import Member, Stack, fit_stack
 from hreg.stacked.grouping import plan_stacks, stack_key
 from hreg.stacked.launcher import ComposedOnce, default_max_members
-from hreg.stacked.model import StackedMLP
+from hreg.stacked.model import ReluDropout, StackedMLP
 from hreg.stacked.optim import StackedOptimizer
 from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train
 
@@ -118,6 +118,26 @@ def test_each_member_drops_units_at_its_own_rate_and_members_without_dropout_non
         kept = dropped[active] != 0
         assert abs(1 - kept.float().mean().item() - rate) < 0.01, (k, rate)
         assert torch.allclose(dropped[active][kept], relu[active][kept] / (1 - rate), atol=1e-5)
+
+
+def test_a_stacks_relu_and_dropout_and_their_gradient_are_relu_then_each_rows_mask():
+    h, upstream = torch.randn(4, 100, 300), torch.randn(4, 100, 300)
+    rows, keep = slice(1, 3), torch.tensor([0.7, 1.0]).view(-1, 1, 1)  # in the span, a member without dropout
+    torch.manual_seed(0)
+    x = h.clone().requires_grad_()
+    out = ReluDropout.apply(x * 1, rows, keep, 1 / keep)  # on a fresh tensor, as in the stack
+    out.backward(upstream)
+    torch.manual_seed(0)  # the same draws, written out: ReLU, then a mask of ones but on the span
+    y = h.clone().requires_grad_()
+    mask = torch.ones_like(h)
+    mask[rows] = torch.empty(2, 100, 300).uniform_().lt_(keep).div_(keep)
+    expected = torch.relu(y) * mask
+    expected.backward(upstream)
+    assert torch.equal(out, expected)
+    assert torch.equal(x.grad, y.grad)
+    active = h[1] > 0
+    assert abs((out[1][active] == 0).float().mean().item() - 0.3) < 0.01  # p = 0.3 on its active units
+    assert torch.equal(out[[0, 2, 3]], torch.relu(h[[0, 2, 3]]))  # no dropout: ReLU alone
 
 
 def test_the_stacks_penalty_is_each_members_own_with_its_gradient(tmp_path):
