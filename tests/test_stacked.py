@@ -125,7 +125,7 @@ def test_a_stacks_relu_and_dropout_and_their_gradient_are_relu_then_each_rows_ma
     rows, keep = slice(1, 3), torch.tensor([0.7, 1.0]).view(-1, 1, 1)  # in the span, a member without dropout
     torch.manual_seed(0)
     x = h.clone().requires_grad_()
-    out = ReluDropout.apply(x * 1, rows, keep, 1 / keep)  # on a fresh tensor, as in the stack
+    out = ReluDropout.apply(x * 1, rows, keep)  # on a fresh tensor, as in the stack
     out.backward(upstream)
     torch.manual_seed(0)  # the same draws, written out: ReLU, then a mask of ones but on the span
     y = h.clone().requires_grad_()
@@ -459,7 +459,6 @@ def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(t
     assert "2 training" in second.stdout or "1 training" in second.stdout, "the stack went on without them"
     summary = (tmp_path / "multirun" / "optuna" / "st" / "summary.md").read_text()
     assert "| pruned | pruned |" in summary
-
 
 
 class ThreadsSeen(Hook):

@@ -44,7 +44,6 @@ from hreg.result import Status
 from hreg.stacked.model import StackedMLP, span
 from hreg.stacked.optim import StackedOptimizer
 from hreg.stopping import Interrupted, deferred_interrupts
-from hreg.threads import one_thread
 
 log = logging.getLogger("hreg")
 
@@ -360,15 +359,14 @@ def fit_stack(members: Sequence[Member], seed: int) -> None:
                 metrics = stack.evaluate() if evaluated else [None] * len(stack)
                 tick = timed("evaluation", tick)
                 going = []
-                with one_thread(when=evaluated):  # the members' bookkeeping, as ``end_epoch`` does a run's
-                    for position, member in enumerate(stack.members):
-                        try:
-                            end_epoch(member.ctx, member.hooks, epoch, stats[position], metrics[position],
-                                      time.perf_counter() - started, lambda p=position: stack.write_member(p))
-                            member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
-                            going.append(position)
-                        except StopRun as stop:
-                            end(position, stop.status, str(stop))
+                for position, member in enumerate(stack.members):
+                    try:
+                        end_epoch(member.ctx, member.hooks, epoch, stats[position], metrics[position],
+                                  time.perf_counter() - started, lambda p=position: stack.write_member(p))
+                        member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
+                        going.append(position)
+                    except StopRun as stop:
+                        end(position, stop.status, str(stop))
                 if len(going) < len(stack):
                     stack.keep(going)
                 timed("records and hooks", tick)

@@ -52,29 +52,28 @@ class ReluDropout(torch.autograd.Function):
     activations h (K, features, B), in place; masks are drawn for those rows only.
 
     The output alone gives the gradient: where it is positive the unit was active and kept, and its
-    gradient is the incoming one times the row's ``keep_scale`` (1 / keep rate); elsewhere it is zero.
+    gradient is the incoming one times the row's 1 / keep rate; elsewhere it is zero.
     So neither a mask nor another copy of the activations is kept, and the rows without dropout cost
     nothing beyond the ReLU (a mask of ones over the whole stack, as first written, made 3 members
     with dropout in a stack of 12 cost a quarter of its epoch).
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, rows: slice, keep_rate: torch.Tensor,  # type: ignore[override]
-                keep_scale: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, rows: slice, keep_rate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         h = h.relu_()
         dropping = h[rows]
-        dropping.mul_(torch.empty_like(dropping).uniform_().lt_(keep_rate).mul_(keep_scale))
+        dropping.mul_(torch.empty_like(dropping).uniform_().lt_(keep_rate).div_(keep_rate))
         ctx.mark_dirty(h)
-        ctx.save_for_backward(h, keep_scale)
+        ctx.save_for_backward(h, keep_rate)
         ctx.rows = rows
         return h
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
-        out, keep_scale = ctx.saved_tensors
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        out, keep_rate = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, out, 0)  # ReLU's own backward, on the output
-        grad[ctx.rows] *= keep_scale
-        return grad, None, None, None
+        grad[ctx.rows] *= keep_rate.reciprocal()  # the kept units' factor in the forward pass, 1 / keep rate
+        return grad, None, None
 
 
 class StackedMLP:
@@ -111,7 +110,6 @@ class StackedMLP:
         self.dropped = span([p > 0 for p in self.dropout])
         keep = [1 - p for p in self.dropout[self.dropped]]  # 1 for a member inside the span without dropout
         self.keep_rate = torch.tensor(keep, device=self.weights[0].device).view(-1, 1, 1)
-        self.keep_scale = 1 / self.keep_rate  # what a kept unit is multiplied by
 
     def _set_parameters(self, tensors: list[torch.Tensor]) -> None:
         """The trained tensors, each (K, ...) and contiguous, so that a slice of members is a contiguous
@@ -178,7 +176,7 @@ class StackedMLP:
                 h = self._normalise(h, i, p, training)
             # In place, on a fresh tensor that backward does not need: no copy.
             if training and self.dropped.stop > self.dropped.start:
-                h = ReluDropout.apply(h, self.dropped, self.keep_rate, self.keep_scale)
+                h = ReluDropout.apply(h, self.dropped, self.keep_rate)
             else:
                 h = F.relu(h, inplace=True)
         return h
