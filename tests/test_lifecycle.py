@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+import hreg.run
 from hreg import checkpoint
 from hreg.run import run, train
 from tests.conftest import compose_config, events, read_result, run_cli, start_train
@@ -110,6 +111,48 @@ def test_only_last_and_best_checkpoints_are_kept(tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert checkpoint.load(run_dir / "checkpoints" / "best.pt")["epoch"] == result.best["epoch"]
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 40
+
+
+def test_best_is_written_with_each_last_checkpoint_and_at_the_end_holding_the_best_so_far(run_dir, monkeypatch):
+    """best.pt is kept in memory at each improvement and written before each last.pt (and at the end)."""
+    writes: list[tuple[str, int, int]] = []  # (file, epoch of the state written, epoch the run has reached)
+    reached = {"epoch": 0}
+    save = checkpoint.save
+
+    def spy(path: Path, state: dict) -> None:
+        writes.append((path.name, state["epoch"], reached["epoch"]))
+        save(path, state)
+
+    class Clock(checkpoint.Hook):
+        def on_epoch_end(self, ctx, epoch, stats, metrics, improved):
+            reached["epoch"] = epoch
+
+    build_hooks = hreg.run.build_hooks
+    monkeypatch.setattr(checkpoint, "save", spy)
+    monkeypatch.setattr(hreg.run, "build_hooks", lambda ctx: [Clock(), *build_hooks(ctx)])
+    result = train(compose_config("epochs=25", "eval_every=1", "checkpoint.every=10", "monitor=none"), run_dir)
+
+    accuracies = [m["val_acc"] for m in result.history]
+    improved = [m["epoch"] for i, m in enumerate(result.history) if i == 0 or m["val_acc"] > max(accuracies[:i])]
+    assert len(improved) > 10, "a run that improves at most evaluations"
+    expected = []
+    for since, epoch in ((0, 10), (10, 20), (20, 25)):  # each last.pt (at 10, 20) and the end (25)
+        if any(since < e <= epoch for e in improved):
+            expected.append(("best.pt", max(e for e in improved if e <= epoch), epoch))
+        expected.append(("last.pt", epoch, epoch))
+    assert writes == expected
+    best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
+    assert best["epoch"] == result.best["epoch"] and best["result"]["best"] == result.best
+    assert best["result"]["history"] == result.history[: accuracies.index(result.best["val_acc"]) + 1], \
+        "the record as it was at the best epoch"
+
+
+def test_a_run_that_fails_keeps_its_best_state(run_dir):
+    # SGD with lr 0.5 improves at epoch 1, before any last.pt (every 10 epochs), and diverges in epoch 2.
+    cfg = compose_config("epochs=50", "eval_every=1", "optimizer=sgd", "optimizer.lr=0.5", "monitor=none")
+    result = train(cfg, run_dir)
+    assert result.status == "diverged" and result.best["epoch"] == 1
+    assert checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)["epoch"] == 1
 
 
 def test_saved_run_is_evaluated_without_training(tmp_path):

@@ -6,7 +6,7 @@ temporary name and renamed (a crash never leaves half a checkpoint under the
 real name) and carry a SHA-256 of their payload, so that a truncated or
 corrupted file is refused with a clear message instead of being loaded.
 Only two are kept, in ``RUN_DIR/checkpoints/``: ``last.pt`` and ``best.pt``
-(best validation objective so far).
+(best validation objective so far; see ``CheckpointHook`` for when each is written).
 """
 
 from __future__ import annotations
@@ -73,14 +73,27 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
-    """The state of a run at the end of ``epoch`` (its result record included)."""
-    return {
+    """The state of a run at the end of ``epoch`` (its result record included), as a copy that stays as
+    it is while the run trains on."""
+    return _copied({
         "epoch": epoch,
         "model": ctx.model.state_dict(),
         "optimizer": ctx.optimizer.state_dict(),
         "rng": rng_states(),
         "result": ctx.result.to_dict(),
-    }
+    })
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with its dicts and lists rebuilt and its tensors cloned: about 0.6 ms for a run's state,
+    where ``copy.deepcopy`` took 6 ms."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(item) for item in value)
+    return value
 
 
 def load_model(model: torch.nn.Module, state: dict[str, Any], run_dir: Path) -> None:
@@ -108,10 +121,21 @@ def restore(ctx: RunContext, state: dict[str, Any]) -> int:
 
 
 class CheckpointHook(Hook):
-    """Saves ``last.pt`` every ``every`` epochs and at a clean end, ``best.pt`` when the objective improves."""
+    """Saves ``last.pt`` every ``every`` epochs and at a clean end; ``best.pt`` holds the best objective so far.
+
+    The state at each improvement is copied in memory (``capture``: 0.6 ms here)
+    and written as ``best.pt`` just before each ``last.pt`` and once at the end
+    of the run, however it ends. Why: writing a state (pickle, checksum, fsync)
+    takes about 6 ms on this CPU, more from a GPU, and a run improves at many of
+    its evaluations (34 of the default run's 101; nearly all of them early on),
+    for each member of a stack. Written with ``last.pt``, ``best.pt`` is always
+    the best up to the epoch of ``last.pt``: a process killed outright loses
+    only epochs that resuming from ``last.pt`` trains again.
+    """
 
     def __init__(self, every: int) -> None:
         self.every = every
+        self._best: dict[str, Any] | None = None  # the state at the latest improvement, not yet written
 
     def _periodic(self, epoch: int) -> bool:
         return bool(self.every) and epoch % self.every == 0
@@ -122,12 +146,18 @@ class CheckpointHook(Hook):
     def on_epoch_end(
         self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
     ) -> None:
-        directory = checkpoint_dir(ctx.run_dir)
         if improved:
-            save(directory / BEST, capture(ctx, epoch))
+            self._best = capture(ctx, epoch)
         if self._periodic(epoch):
-            save(directory / LAST, capture(ctx, epoch))
+            self._write_best(ctx)
+            save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, epoch))
 
     def on_end(self, ctx: RunContext) -> None:
+        self._write_best(ctx)  # a state of a finished epoch, whatever stopped the run after it
         if ctx.result.status.clean_end:
             save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, ctx.result.epochs_completed))
+
+    def _write_best(self, ctx: RunContext) -> None:
+        if self._best is not None:
+            save(checkpoint_dir(ctx.run_dir) / BEST, self._best)
+            self._best = None
