@@ -29,8 +29,11 @@ from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
 pgserver = pytest.importorskip("pgserver")
 
 SUBMITIT = ("hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2")
-#: Long enough to be killed mid-way (an evaluation of 67,000 images every epoch), short enough for a test.
-SLOW = ("epochs=40", "eval_every=1", "data.train_fraction=0.01", "monitor=none", *FIXED)
+
+
+def slow(epochs: int) -> tuple[str, ...]:
+    """Trials long enough to be killed mid-way: an evaluation of 67,000 images every epoch (about 0.3 s here)."""
+    return (f"epochs={epochs}", "eval_every=1", "data.train_fraction=0.01", "monitor=none", *FIXED)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +187,7 @@ def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_depende
 
 
 def test_a_killed_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path, database):
-    sweeper = start_sweep(tmp_path, database, "w", *SLOW, "hydra.sweeper.n_trials=3")
+    sweeper = start_sweep(tmp_path, database, "w", *slow(20), "hydra.sweeper.n_trials=3")  # killed at epoch 1
     try:
         victim = wait_for(lambda: reporting(database, "w"), "a trial that reports")[0]
         worker_of(tmp_path / victim.system_attrs[RUN_DIR_ATTR]).kill()
@@ -199,7 +202,8 @@ def test_a_killed_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path, databas
 
 
 def test_a_sweeper_killed_mid_sweep_resumes_without_losing_or_rerunning_a_finished_trial(tmp_path, database):
-    sweeper = start_sweep(tmp_path, database, "k", *SLOW, "hydra.sweeper.n_trials=4")
+    # 40 epochs: trials 2 and 3 must outlive the restarted sweeper's start-up (about 10 s) to be found running.
+    sweeper = start_sweep(tmp_path, database, "k", *slow(40), "hydra.sweeper.n_trials=4")
     try:
         def second_batch_reporting():
             running = reporting(database, "k")
@@ -213,7 +217,7 @@ def test_a_sweeper_killed_mid_sweep_resumes_without_losing_or_rerunning_a_finish
     before = trials(database, "k")
     orphans = [tmp_path / t.system_attrs[RUN_DIR_ATTR] for t in before[2:]]
 
-    proc = sweep(tmp_path, database, "k", *SLOW, "hydra.sweeper.n_trials=4")
+    proc = sweep(tmp_path, database, "k", *slow(40), "hydra.sweeper.n_trials=4")
     assert "2 trials done, 2 to run" in proc.stdout + proc.stderr
     after = trials(database, "k")
     assert [t.state for t in after] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2

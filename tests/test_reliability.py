@@ -63,7 +63,7 @@ def test_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
 
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     run_dir = tmp_path / "x"
-    proc = start_run(run_dir, "epochs=200", "checkpoint.every=5", "monitor=none")
+    proc = start_run(run_dir, "epochs=60", "checkpoint.every=5", "monitor=none")  # killed at epoch 5
     wait_for_file(run_dir / "checkpoints" / checkpoint.LAST, proc)
     proc.kill()
     proc.wait()
