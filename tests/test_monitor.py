@@ -120,3 +120,19 @@ def test_histograms_counted_on_the_device_are_tensorboards_own(values, tmp_path)
     assert got["bucket_counts"] == list(expected.bucket) and got["bucket_limits"] == list(expected.bucket_limit)
     assert got["num"] == expected.num and got["min"] == expected.min and got["max"] == expected.max
     assert got["sum"] == pytest.approx(expected.sum) and got["sum_squares"] == pytest.approx(expected.sum_squares)
+
+
+def test_event_records_are_checksummed_in_c_with_tensorboards_own_values(runs):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    from hreg.monitor import use_c_checksums
+
+    assert use_c_checksums() and record_writer.masked_crc32c is not masked_crc32c
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 12, 1000, 100_000):
+        data = rng.bytes(size)
+        assert record_writer.masked_crc32c(data) == masked_crc32c(data), size
+    # Each record's checksum is checked as TensorBoard reads it (events() above): the run's files read whole.
+    _, result, acc = runs["none"]
+    assert [e.step for e in acc.Scalars("loss/val")] == [m["epoch"] for m in result.history]

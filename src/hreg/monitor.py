@@ -18,6 +18,33 @@ from hreg.loop import is_eval_epoch
 from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
 
 
+def use_c_checksums() -> bool:
+    """Make TensorBoard's event writer checksum its records with google-crc32c's C code; whether it does.
+
+    Without TensorFlow, TensorBoard computes each record's masked CRC-32C in pure Python: 11.5 ms per
+    100 KB here, 0.14 s for the 1.2 MB of a default run's events (3 s for a study of 24 runs), on the
+    writer's thread while it holds the GIL. The C one takes 0.004 ms per 100 KB. The values are the
+    same (tested against TensorBoard's); where either module is missing, TensorBoard's own stays.
+    """
+    try:
+        import google_crc32c
+        from tensorboard.summary.writer import record_writer
+    except ImportError:
+        return False
+    if google_crc32c.implementation != "c" or not hasattr(record_writer, "masked_crc32c"):
+        return False
+
+    def masked_crc32c(data: bytes) -> int:
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    record_writer.masked_crc32c = masked_crc32c
+    return True
+
+
+use_c_checksums()
+
+
 def device_histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, Any]:
     """TensorBoard's histogram of ``values`` over ``edges`` (its 'tensorflow' buckets), counted where they are.
 
