@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 import hreg.run
 from hreg import checkpoint
+from hreg.result import RunResult
 from hreg.run import run, train
 from tests.conftest import compose_config, events, read_result, run_cli, start_train
 
@@ -116,16 +118,16 @@ def test_only_last_and_best_checkpoints_are_kept(tmp_path):
 def test_best_is_written_with_each_last_checkpoint_and_at_the_end_holding_the_best_so_far(run_dir, monkeypatch):
     """best.pt is kept in memory at each improvement and written before each last.pt (and at the end)."""
     writes: list[tuple[str, int, int]] = []  # (file, epoch of the state written, epoch the run has reached)
-    reached = {"epoch": 0}
+    weights: dict[int, dict[str, torch.Tensor]] = {}  # the model's weights at the end of each epoch
     save = checkpoint.save
 
     def spy(path: Path, state: dict) -> None:
-        writes.append((path.name, state["epoch"], reached["epoch"]))
+        writes.append((path.name, state["epoch"], max(weights)))
         save(path, state)
 
     class Clock(checkpoint.Hook):
         def on_epoch_end(self, ctx, epoch, stats, metrics, improved):
-            reached["epoch"] = epoch
+            weights[epoch] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
 
     build_hooks = hreg.run.build_hooks
     monkeypatch.setattr(checkpoint, "save", spy)
@@ -145,14 +147,41 @@ def test_best_is_written_with_each_last_checkpoint_and_at_the_end_holding_the_be
     assert best["epoch"] == result.best["epoch"] and best["result"]["best"] == result.best
     assert best["result"]["history"] == result.history[: accuracies.index(result.best["val_acc"]) + 1], \
         "the record as it was at the best epoch"
+    held = weights[best["epoch"]]
+    assert best["model"].keys() == held.keys() and all(torch.equal(best["model"][k], held[k]) for k in held), \
+        "the weights as they were at the best epoch"
+    other = weights[2 if best["epoch"] == 1 else best["epoch"] - 1]
+    assert not all(torch.equal(held[k], other[k]) for k in held), "(weights that change from epoch to epoch)"
 
 
-def test_a_run_that_fails_keeps_its_best_state(run_dir):
-    # SGD with lr 0.5 improves at epoch 1, before any last.pt (every 10 epochs), and diverges in epoch 2.
-    cfg = compose_config("epochs=50", "eval_every=1", "optimizer=sgd", "optimizer.lr=0.5", "monitor=none")
-    result = train(cfg, run_dir)
-    assert result.status == "diverged" and result.best["epoch"] == 1
-    assert checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)["epoch"] == 1
+class FailsAtEpoch3(checkpoint.Hook):
+    def on_epoch_end(self, ctx, epoch, stats, metrics, improved):
+        if epoch == 3:
+            raise RuntimeError("broken at epoch 3")
+
+
+class FailsAtTheEnd(checkpoint.Hook):
+    """A hook whose ``on_end`` fails, before the checkpoints' (as TensorBoard's comes before them)."""
+
+    def on_end(self, ctx):
+        raise OSError("broken at the end")
+
+
+@pytest.mark.parametrize("how", ["diverged", "failed"])
+def test_a_run_that_fails_keeps_its_best_state(run_dir, monkeypatch, how):
+    if how == "diverged":  # SGD with lr 0.5 improves at epoch 1 and diverges in epoch 2
+        result = train(compose_config("epochs=50", "eval_every=1", "optimizer=sgd", "optimizer.lr=0.5",
+                                      "monitor=none"), run_dir)
+    else:  # evaluated at epochs 1 to 3, then a hook fails the run; another one's on_end fails too
+        build_hooks = hreg.run.build_hooks
+        monkeypatch.setattr(hreg.run, "build_hooks", lambda ctx: [FailsAtTheEnd(), *build_hooks(ctx), FailsAtEpoch3()])
+        with pytest.raises(OSError, match="broken at the end"):
+            train(compose_config("epochs=50", "eval_every=1", "monitor=none"), run_dir)
+        result = RunResult.load(run_dir)
+        assert "broken at epoch 3" in result.error
+    assert result.status == how and result.best["epoch"] <= 3
+    assert not (run_dir / "checkpoints" / checkpoint.LAST).exists(), "no last.pt: best.pt was still pending"
+    assert checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)["epoch"] == result.best["epoch"]
 
 
 def test_saved_run_is_evaluated_without_training(tmp_path):

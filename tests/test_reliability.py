@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     proc = start_run(run_dir, "epochs=60", "checkpoint.every=5", "monitor=none")  # killed at epoch 5
     wait_for_file(run_dir / "checkpoints" / checkpoint.LAST, proc)
     proc.kill()
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "killed while it trained"
+    assert read_result(run_dir)["status"] == "running"
     assert (run_dir / ".lock").read_text().startswith(f"process {proc.pid}")
     resumed = run_cli("hreg-resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr

@@ -16,6 +16,7 @@ member), so every run's record and hooks behave the same whatever trained it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -204,17 +205,23 @@ def end_epoch(
 
 
 def end_run(ctx: RunContext, hooks: Sequence[Hook], status: Status, error: str | None, wall_time_s: float) -> None:
-    """Close the record: the end state of a clean end, every hook's ``on_end``, and the result file."""
+    """Close the record: the end state of a clean end, every hook's ``on_end``, and the result file.
+
+    Every hook's ``on_end`` runs, in order, even when something before it
+    raised (a pending ``best.pt`` must reach the disk whatever the TensorBoard
+    writer did); an error among them is raised once all have run.
+    """
     result = ctx.result
     result.finish(status, error)
     result.wall_time_s = wall_time_s
     with one_thread():
-        if status.clean_end:
-            result.weights = weight_stats(ctx.model)
-            result.entropy_mean = ctx.entropy().mean().item()
         try:
-            for hook in hooks:
-                hook.on_end(ctx)
+            with contextlib.ExitStack() as ending:
+                for hook in reversed(hooks):  # an ExitStack calls back last in, first out
+                    ending.callback(hook.on_end, ctx)
+                if status.clean_end:
+                    result.weights = weight_stats(ctx.model)
+                    result.entropy_mean = ctx.entropy().mean().item()
         finally:
             result.save(ctx.run_dir)
     if error:
@@ -248,7 +255,8 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
         status, error = stop.status, str(stop)
         result.exit_code = stop.exit_code
     except BaseException as failure:
-        # Mid-epoch: the model is between two states, so no checkpoint is taken (the last periodic one stands).
+        # Mid-epoch: the model is between two states, so no last.pt is taken (the last periodic one stands;
+        # best.pt gets the best finished epoch's state).
         status = Status.ABORTED if isinstance(failure, KeyboardInterrupt) else Status.FAILED
         error = repr(failure)
         raise

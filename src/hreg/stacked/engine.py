@@ -383,7 +383,7 @@ def fit_stack(members: Sequence[Member], seed: int) -> None:
         raise
     except BaseException as failure:
         status = Status.ABORTED if isinstance(failure, KeyboardInterrupt) else Status.FAILED
-        for member in stack.members:  # mid-epoch: no checkpoint (the last periodic one stands)
+        for member in stack.members:  # mid-epoch: no last.pt (the last periodic one stands), best.pt as kept
             if not member.done:
                 end_run(member.ctx, member.hooks, status, repr(failure), time.perf_counter() - started)
         raise
