@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 import hreg.run
 from hreg import checkpoint
+from hreg.hooks import Hook
 from hreg.result import RunResult
 from hreg.run import run, train
 from tests.conftest import compose_config, events, read_result, run_cli, start_train
@@ -125,7 +126,7 @@ def test_best_is_written_with_each_last_checkpoint_and_at_the_end_holding_the_be
         writes.append((path.name, state["epoch"], max(weights)))
         save(path, state)
 
-    class Clock(checkpoint.Hook):
+    class Clock(Hook):
         def on_epoch_end(self, ctx, epoch, stats, metrics, improved):
             weights[epoch] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
 
@@ -154,13 +155,13 @@ def test_best_is_written_with_each_last_checkpoint_and_at_the_end_holding_the_be
     assert not all(torch.equal(held[k], other[k]) for k in held), "(weights that change from epoch to epoch)"
 
 
-class FailsAtEpoch3(checkpoint.Hook):
+class FailsAtEpoch3(Hook):
     def on_epoch_end(self, ctx, epoch, stats, metrics, improved):
         if epoch == 3:
             raise RuntimeError("broken at epoch 3")
 
 
-class FailsAtTheEnd(checkpoint.Hook):
+class FailsAtTheEnd(Hook):
     """A hook whose ``on_end`` fails, before the checkpoints' (as TensorBoard's comes before them)."""
 
     def on_end(self, ctx):
