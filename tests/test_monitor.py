@@ -106,17 +106,18 @@ def test_event_files_stay_small(runs):
     assert size < 1_000_000  # 4 snapshots; a default 1000-epoch run with 20 is about 1.3 MB
 
 
+@pytest.mark.parametrize("on_host", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("values", [torch.randn(300 * 784) * 1e-3, torch.rand(10000) * 2.3, -torch.rand(7),
                                     torch.tensor([0.0, 0.0, 1e-13])], ids=["gradients", "entropies", "negative", "zeros"])
-def test_histograms_counted_on_the_device_are_tensorboards_own(values, tmp_path):
+def test_histograms_are_tensorboards_own_counted_on_the_host_or_the_device(values, on_host, tmp_path):
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import make_histogram
 
-    from hreg.monitor import device_histogram
+    from hreg.monitor import histogram
 
     edges = SummaryWriter(log_dir=str(tmp_path)).default_bins
     expected = make_histogram(values.double().numpy(), np.array(edges))
-    got = device_histogram(values, torch.tensor(edges, dtype=torch.float64))
+    got = histogram(values, torch.tensor(edges, dtype=torch.float64), on_host=on_host)
     assert got["bucket_counts"] == list(expected.bucket) and got["bucket_limits"] == list(expected.bucket_limit)
     assert got["num"] == expected.num and got["min"] == expected.min and got["max"] == expected.max
     assert got["sum"] == pytest.approx(expected.sum) and got["sum_squares"] == pytest.approx(expected.sum_squares)

@@ -105,3 +105,30 @@ def test_a_metric_that_is_not_a_number_is_refused(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps(data))
     with pytest.raises(ResultError, match="final"):
         RunResult.load(tmp_path)
+
+
+def test_the_file_is_jsons_own_indented_text_at_every_save_of_a_growing_or_replaced_history(tmp_path):
+    # to_json encodes each settled evaluation once; the file must stay byte for byte what json writes.
+    result = RunResult(objective="val_acc", config={"model": {"hidden": [100, 100, 100]}, "seed": 0}, epochs=30)
+    result.set_extra("random_model_entropy", 2.3)
+
+    def saved() -> str:
+        result.save(tmp_path)
+        text = (tmp_path / "result.json").read_text()
+        assert text == json.dumps(result.to_dict(), indent=2, allow_nan=True)
+        return text
+
+    saved()  # no evaluation yet
+    for epoch in range(1, 8):
+        metrics = {"epoch": epoch, "val_acc": 0.1 * epoch, "val_loss": math.nan if epoch == 3 else 1 / epoch}
+        result.record(metrics)
+        saved()
+        metrics["penalty"] = 0.01 * epoch  # a hook may add to the newest evaluation after its save
+    saved()
+    result.history = result.history[:4]  # shortened, the same entries
+    saved()
+    result.history = [{**m, "val_acc": m["val_acc"] / 2} for m in result.history]  # replaced (a checkpoint's record)
+    assert json.loads(saved())["history"][3] == {"epoch": 4, "val_acc": 0.2, "val_loss": 0.25, "penalty": 0.04}
+    result.record({"epoch": 5, "val_acc": 0.9, "val_loss": 0.2})
+    result.finish(Status.COMPLETED)
+    saved()

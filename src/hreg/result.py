@@ -111,6 +111,9 @@ class RunResult:
     entropy_mean: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._encoded: list[tuple[Metrics, str]] = []  # ``to_json``'s texts of the history's settled entries
+
     # --- writing ---------------------------------------------------------------------------
 
     def record(self, metrics: Metrics) -> bool:
@@ -209,9 +212,30 @@ class RunResult:
         if problems:
             raise ResultError(f"{source}: not a run record ({'; '.join(problems)})")
 
+    def to_json(self) -> str:
+        """result.json's text, exactly ``json.dumps(self.to_dict(), indent=2)``, each evaluation encoded once.
+
+        json's indented encoder is pure Python, and a run saves its record at every evaluation with
+        the whole history in it: re-encoding that took about 1.5 of a save's 3 ms at 101 evaluations,
+        for every member of a stack. An evaluation is encoded when the next one is recorded (hooks
+        have seen it by then) and its text kept; the newest is encoded at each save.
+        """
+        history = self.history
+        kept = self._encoded
+        if len(kept) >= len(history) or any(entry is not settled for (settled, _), entry in zip(kept, history)):
+            kept.clear()  # the history was replaced (a resumed record) or shortened
+        for entry in history[len(kept) : -1]:
+            kept.append((entry, _encode_entry(entry)))
+        entries = [text for _, text in kept] + [_encode_entry(entry) for entry in history[len(kept) :]]
+        data = self.to_dict()
+        data["history"] = _HISTORY_MARK
+        text = json.dumps(data, indent=2, allow_nan=True)
+        listed = "[\n" + ",\n".join(entries) + "\n  ]" if entries else "[]"
+        return text.replace(json.dumps(_HISTORY_MARK), listed, 1)
+
     def save(self, run_dir: Path) -> None:
         """Write ``RUN_DIR/result.json`` atomically: a reader never sees half a file, a crash never leaves one."""
-        write_atomic(run_dir / RESULT_FILE, json.dumps(self.to_dict(), indent=2, allow_nan=True).encode())
+        write_atomic(run_dir / RESULT_FILE, self.to_json().encode())
 
     @classmethod
     def load(cls, run_dir: Path) -> RunResult:
@@ -226,3 +250,11 @@ class RunResult:
 
 
 _FIELDS = {f.name for f in fields(RunResult)}
+
+#: Where ``to_json`` puts the history's text (a NUL cannot come from a config or a metric).
+_HISTORY_MARK = "\0history\0"
+
+
+def _encode_entry(metrics: Metrics) -> str:
+    """One evaluation as ``json.dumps(..., indent=2)`` writes it as an item of the record's history."""
+    return "    " + json.dumps(metrics, indent=2, allow_nan=True).replace("\n", "\n    ")
