@@ -54,7 +54,7 @@ def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = 
     where the values are: on a GPU, counting there and copying back 1,500 counts beats copying and
     sorting 235,000 input gradients on the host. On the host this is ``add_histogram``'s own count,
     less the array it makes of TensorBoard's list of 1,500 edges at every call and its other fixed
-    costs: 0.3 to 0.8 ms a histogram on this CPU, about 30% of a snapshot's histograms.
+    costs: a snapshot's nine histograms take 10.1 ms instead of 12.5 on this CPU (README).
     """
     v = values.detach().reshape(-1).to(torch.float64)
     num = v.numel()
