@@ -1,8 +1,9 @@
 """Benchmark: a run's two most frequent pieces of bookkeeping, hreg's way against the libraries' own.
 
-- ``result.json`` at an evaluation: ``RunResult.to_json`` (each settled evaluation encoded once)
-  against ``json.dumps(record, indent=2)``, for a record of ``--evaluations`` evaluations (101: a
-  default 1000-epoch run's last save).
+- ``result.json``: a run's saves, one at each of ``--evaluations`` evaluations (101: a default
+  1000-epoch run), each encoded by ``RunResult.to_json`` (each settled evaluation encoded once)
+  against ``json.dumps(record, indent=2)``: all of them, and one more save of the whole record
+  (for ``to_json``, its settled evaluations already encoded).
 - A TensorBoard snapshot's nine histograms (four layers' weights, four layers' input gradients
   on a batch of 300, the entropies of the probe set), on the CPU: ``hreg.monitor.histogram`` and
   ``add_histogram_raw`` against ``SummaryWriter.add_histogram``.
@@ -48,14 +49,32 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = random.Random(0)
 
-    record = RunResult("val_acc", {"model": {"hidden": [100, 100, 100]}, "seed": 0}, epochs=1000)
     keys = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("loss", "acc")] + ["penalty"]
-    for epoch in range(args.evaluations):
-        record.record({"epoch": epoch, **{key: rng.random() for key in keys}})
-    assert record.to_json() == json.dumps(record.to_dict(), indent=2)
-    hreg_ms, json_ms = best_ms([record.to_json, lambda: json.dumps(record.to_dict(), indent=2)],
-                               args.repeats, args.number)
-    print(f"result.json, {args.evaluations} evaluations: to_json {hreg_ms:.3f} ms, json.dumps(indent=2) {json_ms:.3f} ms")
+    evaluations = [{"epoch": epoch, **{key: rng.random() for key in keys}} for epoch in range(args.evaluations)]
+
+    def new_record() -> RunResult:
+        return RunResult("val_acc", {"model": {"hidden": [100, 100, 100]}, "seed": 0}, epochs=1000)
+
+    def saves(encode) -> None:
+        """A run's saves: an evaluation recorded, then the record encoded, as ``loop.end_epoch`` does."""
+        record = new_record()
+        for metrics in evaluations:
+            record.record(dict(metrics))
+            encode(record)
+
+    def by_json(record: RunResult) -> str:
+        return json.dumps(record.to_dict(), indent=2)
+
+    last = new_record()
+    for metrics in evaluations:
+        last.record(dict(metrics))
+        assert last.to_json() == by_json(last)
+    number = max(1, args.number // 10)
+    hreg_all, json_all = best_ms([lambda: saves(RunResult.to_json), lambda: saves(by_json)], args.repeats, number)
+    print(f"result.json, a run's {args.evaluations} saves: to_json {hreg_all:.1f} ms in all, "
+          f"json.dumps(indent=2) {json_all:.1f} ms in all")
+    hreg_ms, json_ms = best_ms([last.to_json, lambda: by_json(last)], args.repeats, args.number)
+    print(f"  one more save of the {args.evaluations}: to_json {hreg_ms:.3f} ms, json.dumps(indent=2) {json_ms:.3f} ms")
 
     generator = torch.Generator().manual_seed(0)
     values = {tag: torch.randn(size, generator=generator) * 0.05 for tag, size in SNAPSHOT.items()}
