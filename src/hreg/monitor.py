@@ -57,9 +57,11 @@ def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = 
     costs: a snapshot's nine histograms take 10 ms instead of 12.6 on this CPU (README).
     """
     v = values.detach().reshape(-1).to(torch.float64)
-    num = v.numel()
-    if on_host if on_host is not None else not v.is_cuda:
-        v, limits = v.cpu().numpy(), edges.cpu().numpy()
+    num, limits = v.numel(), edges.cpu().numpy()
+    if on_host is None:
+        on_host = not v.is_cuda
+    if on_host:
+        v = v.cpu().numpy()
         counts = np.histogram(v, limits)[0]
         low, high, total, squares = float(v.min()), float(v.max()), float(v.sum()), float(v.dot(v))
     else:
@@ -68,7 +70,6 @@ def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = 
         index = torch.where(v == edges[-1], bins - 1, index)
         counts = torch.bincount(index[(index >= 0) & (index < bins)], minlength=bins).cpu().numpy()
         low, high, total, squares = torch.stack([v.min(), v.max(), v.sum(), v.dot(v)]).tolist()
-        limits = edges.cpu().numpy()
     # The support of the histogram, and one empty bucket left of it (TensorBoard keeps right limits only).
     filled = np.flatnonzero(counts)
     if not len(filled):

@@ -213,7 +213,7 @@ class RunResult:
             raise ResultError(f"{source}: not a run record ({'; '.join(problems)})")
 
     def to_json(self) -> str:
-        """result.json's text, exactly ``json.dumps(self.to_dict(), indent=2)``, each evaluation encoded once.
+        """result.json's text, exactly ``_indented(self.to_dict())``, each evaluation encoded once.
 
         json's indented encoder is pure Python, and a run saves its record at every evaluation with
         the whole history in it: re-encoding that took 1.7 of a save's 3 ms at 101 evaluations,
@@ -231,10 +231,10 @@ class RunResult:
         entries = [text for _, text in kept] + [_encode_entry(entry) for entry in history[len(kept) :]]
         data = self.to_dict()
         data["history"] = _HISTORY_MARK
-        text = json.dumps(data, indent=2, allow_nan=True)
-        mark = json.dumps(_HISTORY_MARK)
+        text, mark = _indented(data), json.dumps(_HISTORY_MARK)
         if text.count(mark) != 1:  # the mark is in the config too: no shortcut
-            return json.dumps(self.to_dict(), indent=2, allow_nan=True)
+            data["history"] = history
+            return _indented(data)
         listed = "[\n" + ",\n".join(entries) + "\n  ]" if entries else "[]"
         return text.replace(mark, listed)
 
@@ -260,6 +260,11 @@ _FIELDS = {f.name for f in fields(RunResult)}
 _HISTORY_MARK = "\0history\0"
 
 
+def _indented(value: Any) -> str:
+    """``value`` as result.json writes it: JSON indented by 2, NaN allowed (a diverged run's metrics)."""
+    return json.dumps(value, indent=2, allow_nan=True)
+
+
 def _encode_entry(metrics: Metrics) -> str:
-    """One evaluation as ``json.dumps(..., indent=2)`` writes it as an item of the record's history."""
-    return "    " + json.dumps(metrics, indent=2, allow_nan=True).replace("\n", "\n    ")
+    """One evaluation as ``_indented`` writes it as an item of the record's history."""
+    return "    " + _indented(metrics).replace("\n", "\n    ")
