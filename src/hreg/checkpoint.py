@@ -151,11 +151,14 @@ class CheckpointHook(Hook):
     def on_epoch_end(
         self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
     ) -> None:
+        if not self.needs_model(epoch, improved):
+            return
+        state = capture(ctx, epoch)
         if improved:
-            self._best = copied(capture(ctx, epoch))  # the run trains on: its own tensors change
+            self._best = copied(state)  # the run trains on: its own tensors change
         if self._periodic(epoch):
             self._write_best(ctx)
-            save(checkpoint_dir(ctx.run_dir) / LAST, capture(ctx, epoch))
+            save(checkpoint_dir(ctx.run_dir) / LAST, state)
 
     def on_end(self, ctx: RunContext) -> None:
         self._write_best(ctx)  # a state of a finished epoch, whatever stopped the run after it
