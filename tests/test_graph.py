@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hreg.build import build_context
-from hreg.loop import batch_bounds, epoch_stats, train_batches
+from hreg.loop import batch_bounds, epoch_stats, graph_wanted, train_batches
 from hreg.optimizer import build_optimizer
 from hreg.graph import EpochGraph, make_capturable, optimizer_state, why_not_graphed
 from hreg.run import train
@@ -44,6 +44,23 @@ def test_the_fused_optimizers_of_the_configs_step_with_capturable_kernels_in_a_g
     assert [(g["capturable"], g["fused"]) for g in optimizer.param_groups] == [(True, False)]
     sgd = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1, fused=True)
     assert why_not_graphed(torch.device("cuda"), sgd) == "SGD with fused=True is not supported"
+
+
+def test_batchnorm_with_a_cumulative_average_trains_eagerly_with_one_line_saying_why(tmp_path, caplog):
+    """``model.norm.momentum=null`` reads a count on the host at every batch, which a capture refuses: on a
+    GPU, ``auto`` falls back to the eager loop. (The check reads only the device's type: this runs on a CPU.)"""
+    ctx = build_context(compose_config(QUICK, "monitor=none", "model/norm=batchnorm", "model.norm.momentum=null"),
+                        tmp_path)
+    cuda_device = torch.device("cuda")
+    assert why_not_graphed(cuda_device, ctx.optimizer, ctx.model) == (
+        "BatchNorm with momentum=null reads its batch count on the host at every batch")
+    with caplog.at_level(logging.INFO, logger="hreg"):
+        assert not graph_wanted("auto", cuda_device, ctx.optimizer, logging.getLogger("hreg"), ctx.model)
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.cuda_graph=auto: BatchNorm with momentum=null reads its batch count on the host at every batch; "
+        "the eager loop trains"]
+    default = build_context(compose_config(QUICK, "monitor=none", "model/norm=batchnorm"), tmp_path / "default")
+    assert why_not_graphed(cuda_device, default.optimizer, default.model) is None
 
 
 @cuda

@@ -76,10 +76,16 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-def why_not_graphed(device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+def why_not_graphed(device: torch.device, optimizer: torch.optim.Optimizer | None = None,
+                    model: torch.nn.Module | None = None) -> str | None:
     """Why an epoch cannot be captured here, or None when it can."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device, this run is on {device.type}"
+    if model is not None and any(getattr(m, "track_running_stats", False) and m.momentum is None
+                                 for m in model.modules()):
+        # A cumulative average of the batch statistics: torch divides by the batch count, read on the host
+        # (float(num_batches_tracked)), at every training batch; a capture refuses that synchronisation.
+        return "BatchNorm with momentum=null reads its batch count on the host at every batch"
     if optimizer is not None:
         if not isinstance(optimizer, GRAPHABLE_OPTIMIZERS):
             return f"{type(optimizer).__name__} is not one of Adam, AdamW, SGD"

@@ -129,7 +129,7 @@ def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
     cfg = ctx.cfg
     eager = functools.partial(train_epoch, ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer,
                               ctx.penalty, ctx.augment)
-    if not graph_wanted(cfg.train.cuda_graph, ctx.device, ctx.optimizer, ctx.log):
+    if not graph_wanted(cfg.train.cuda_graph, ctx.device, ctx.optimizer, ctx.log, ctx.model):
         return eager
     make_capturable(ctx.optimizer)
     train, batches = ctx.data.train, len(batch_bounds(len(ctx.data.train), cfg.data.batch_size))
@@ -151,11 +151,11 @@ def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
 
 
 def graph_wanted(setting: str | bool, device: torch.device, optimizer: torch.optim.Optimizer | None,
-                 log: logging.Logger) -> bool:
+                 log: logging.Logger, model: nn.Module | None = None) -> bool:
     """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` insists, ``false`` never."""
     if setting is False:
         return False
-    reason = why_not_graphed(device, optimizer)
+    reason = why_not_graphed(device, optimizer, model)
     if reason is None:
         return True
     if setting is True or device.type == "cuda":
