@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 import hreg.run
 from hreg import checkpoint
+from hreg.build import build_context, build_hooks
+from hreg.engine import fit
 from hreg.hooks import Hook
 from hreg.result import RunResult
 from hreg.run import run, train
@@ -105,6 +107,45 @@ def test_corrupt_or_partial_checkpoint_is_refused(tmp_path):
     (run_dir / "result.json").write_text(json.dumps(killed))
     proc = resume(run_dir)
     assert proc.returncode == 2 and "not loaded" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_gpu_runs_checkpoint_resumes_on_the_cpu_with_the_configs_kernels_and_without_touching_cuda(
+        tmp_path, monkeypatch):
+    """A graphed run on a GPU writes its optimizer as it stepped there (capturable, not fused) and its GPU's
+    generator beside the CPU's. Resumed by a CPU run on a machine with GPUs, it steps with its config's fused
+    kernel and neither reads nor sets a GPU's generator (that started CUDA for a CPU run, and failed where
+    the machine had fewer GPUs than the writer): it ends as the run that was never stopped."""
+    overrides = ("epochs=6", "eval_every=2", "checkpoint.every=4", "monitor=none")
+    at_four: list[dict] = []
+    save = checkpoint.save
+
+    def keep_epoch_four(path: Path, state: dict) -> None:
+        if path.name == checkpoint.LAST and state["epoch"] == 4:
+            at_four.append(checkpoint.copied(state))
+        save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", keep_epoch_four)
+    uninterrupted = train(compose_config(*overrides), tmp_path / "uninterrupted")
+    state = at_four[0]
+    assert "cuda" not in state["rng"], "a CPU run keeps the CPU's generator only"
+    for group in state["optimizer"]["param_groups"]:
+        group.update(capturable=True, fused=False)  # as a graphed run on a GPU stepped
+    state["rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)
+
+    def no_gpu(*args, **kwargs):
+        raise AssertionError("a CPU run touched a GPU's generator")
+
+    ctx = build_context(compose_config(*overrides), tmp_path / "resumed")
+    with monkeypatch.context() as gpus:  # not around training: torch's optimizers would look for the GPUs
+        gpus.setattr(torch.cuda, "is_available", lambda: True)
+        for name in ("get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+            gpus.setattr(torch.cuda, name, no_gpu)
+        first_epoch = checkpoint.restore(ctx, state)
+        assert "cuda" not in checkpoint.capture(ctx, 4)["rng"]
+    assert first_epoch == 5
+    assert [(g["fused"], g["capturable"]) for g in ctx.optimizer.param_groups] == [(True, False)]
+    fit(ctx, build_hooks(ctx), first_epoch)
+    assert ctx.result.history == uninterrupted.history
 
 
 def test_only_last_and_best_checkpoints_are_kept(tmp_path):

@@ -25,6 +25,10 @@ from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.result import RunResult
 
 MAGIC = b"HREG-CKPT-1\n"
+#: How a torch optimizer steps (its kernels), not what it has learned: a checkpoint's values are those of
+#: the machine that wrote it (a graphed run on a GPU steps capturable, not fused); a resumed run steps as
+#: its config and its own machine say (torch's load_state_dict would take the checkpoint's).
+KERNEL_FLAGS = ("fused", "foreach", "capturable")
 DIGEST_SIZE = 32
 LAST, BEST = "last.pt", "best.pt"
 
@@ -60,17 +64,22 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     return torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
 
 
-def rng_states() -> dict[str, Any]:
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The generators a run on ``device`` draws from: the CPU's, and its GPU's when it runs on one (a CPU
+    run leaves CUDA untouched, and a checkpoint does not depend on how many GPUs the machine has)."""
     states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
+def restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(states["torch"].cpu())
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    cuda = states.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, list):  # written before 2026-11-28: every visible GPU's; the run used the first
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda.cpu(), device)
 
 
 def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
@@ -80,7 +89,7 @@ def capture(ctx: RunContext, epoch: int) -> dict[str, Any]:
         "epoch": epoch,
         "model": ctx.model.state_dict(),
         "optimizer": ctx.optimizer.state_dict(),
-        "rng": rng_states(),
+        "rng": rng_states(ctx.device),
         "result": ctx.result.to_dict(),
     }
 
@@ -115,13 +124,12 @@ def load_model(model: torch.nn.Module, state: dict[str, Any], run_dir: Path) -> 
 def restore(ctx: RunContext, state: dict[str, Any]) -> int:
     """Put a run back in ``state`` (model, optimizer, random numbers, record); returns the first epoch to train."""
     load_model(ctx.model, state, ctx.run_dir)
+    kernels = [{flag: group[flag] for flag in KERNEL_FLAGS if flag in group} for group in ctx.optimizer.param_groups]
     ctx.optimizer.load_state_dict(state["optimizer"])
-    if ctx.device.type != "cuda":  # a checkpoint of a CUDA-graph run: its optimizer was capturable, not here
-        for group in ctx.optimizer.param_groups:
-            if "capturable" in group:
-                group["capturable"] = False
+    for group, flags in zip(ctx.optimizer.param_groups, kernels):
+        group.update(flags)
     ctx.result = RunResult.from_dict(state["result"], "checkpoint")
-    restore_rng_states(state["rng"])
+    restore_rng_states(state["rng"], ctx.device)
     return state["epoch"] + 1
 
 
