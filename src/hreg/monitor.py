@@ -47,8 +47,8 @@ use_c_checksums()
 
 
 def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = None) -> dict[str, Any]:
-    """TensorBoard's histogram of ``values`` over ``edges`` (its 'tensorflow' buckets, float64 on the
-    values' device), as ``add_histogram_raw`` takes it: the same as ``add_histogram``'s (tested).
+    """TensorBoard's histogram of ``values`` over ``edges`` (its 'tensorflow' buckets, float64, on the
+    values' GPU or else the CPU), as ``add_histogram_raw`` takes it: the same as ``add_histogram``'s (tested).
 
     Counted by ``np.histogram`` on the host (``on_host``, the default for values on a CPU), or by torch
     where the values are: on a GPU, counting there and copying back 1,500 counts beats copying and
@@ -56,15 +56,16 @@ def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = 
     less the array it makes of TensorBoard's list of 1,500 edges at every call and its other fixed
     costs: a snapshot's nine histograms take 10 ms instead of 12.6 on this CPU (README).
     """
-    v = values.detach().reshape(-1).to(torch.float64)
+    v = values.detach().reshape(-1)
     num, limits = v.numel(), edges.cpu().numpy()
     if on_host is None:
         on_host = not v.is_cuda
-    if on_host:
-        v = v.cpu().numpy()
+    if on_host:  # copied before the cast: Apple's MPS has no float64
+        v = v.cpu().to(torch.float64).numpy()
         counts = np.histogram(v, limits)[0]
         low, high, total, squares = float(v.min()), float(v.max()), float(v.sum()), float(v.dot(v))
     else:
+        v = v.to(torch.float64)
         bins = len(edges) - 1
         index = torch.bucketize(v, edges, right=True) - 1  # np.histogram's [e_i, e_i+1), the last bin closed
         index = torch.where(v == edges[-1], bins - 1, index)
@@ -111,7 +112,9 @@ class TensorBoardMonitor(Hook):
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
         if self.writer is None:  # an engine with a writer of its own (Lightning's logger) sets it first
             self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
-        self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64, device=ctx.device)
+        # On a GPU, where the histograms are counted; elsewhere on the CPU (Apple's MPS has no float64).
+        self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64,
+                                  device=ctx.device if ctx.device.type == "cuda" else "cpu")
         self.snapshots = snapshot_epochs(ctx.cfg.epochs, self.histograms, ctx.cfg.eval_every)
         self.probe = probe_set(ctx.data)
         if first_epoch == 1:
