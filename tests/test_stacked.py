@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import signal
 import statistics
@@ -306,7 +307,8 @@ def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ(
                                "augment=affine", "objective=val_loss", "monitor=none", "early_stopping.patience=3"):
         assert key(differs_per_member) == base, differs_per_member
     for differs_per_stack in ("epochs=7", "eval_every=3", "data.batch_size=100", "model/norm=batchnorm",
-                              "optimizer=sgd", "model.hidden=[50,50]", "data.train_fraction=0.1"):
+                              "optimizer=sgd", "model.hidden=[50,50]", "data.train_fraction=0.1",
+                              "train.cuda_graph=false"):
         assert key(differs_per_stack) != base, differs_per_stack
     assert key("+optimizer.amsgrad=true") is None  # not implemented for stacks: runs alone
     keys = [base, key("epochs=7"), base, None, base]
@@ -469,6 +471,20 @@ class ThreadsSeen(Hook):
 
     def on_epoch_end(self, ctx, epoch, stats, metrics, improved) -> None:
         self.seen[epoch] = torch.get_num_threads()
+
+
+def test_a_finished_stack_is_freed_when_it_returns_not_at_a_later_garbage_collection(tmp_path):
+    """Its tensors (on a GPU: memory an Optuna search's next batch sizes its stacks by) go when it ends."""
+    ctxs = [build_context(compose_config("epochs=2", "monitor=none", f"seed={i}", *FAST), tmp_path / str(i))
+            for i in range(2)]
+    gc.collect()
+    gc.disable()
+    try:
+        fit_stack([Member(str(i), ctx, []) for i, ctx in enumerate(ctxs)], seed=0)
+        assert not [o for o in gc.get_objects() if type(o) is Stack]
+    finally:
+        gc.enable()
+    assert all(read_result(ctx.run_dir)["status"] == "completed" for ctx in ctxs)
 
 
 @pytest.fixture

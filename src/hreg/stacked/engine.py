@@ -388,6 +388,8 @@ def fit_stack(members: Sequence[Member], seed: int) -> None:
                 end_run(member.ctx, member.hooks, status, repr(failure), time.perf_counter() - started)
         raise
     finally:
+        for member in members:  # each held the stack (its prober): the stack's tensors go now, not at a later GC
+            member.ctx.prober = None
         console.close()
         log.info("stack of %d: %.1f s (%s)", len(members), time.perf_counter() - started,
                  ", ".join(f"{part} {seconds:.1f} s" for part, seconds in spent.items()))

@@ -3,7 +3,7 @@
 Jobs stack when they share what gives every member the same shapes and the
 same schedule: the model's architecture (sizes, norm kind and its settings),
 the optimizer class, the batch size, the training-set size, the number of
-epochs, the evaluation cadence and the device. Everything else may differ
+epochs, the evaluation cadence, the device and ``train.cuda_graph``. Everything else may differ
 member by member: seeds and splits, learning rate and the optimizer's other
 numbers, penalty kind and strength, dropout, augmentation kind and strengths,
 and every per-run setting (objective, TensorBoard, checkpoints, early stopping,
@@ -60,7 +60,7 @@ def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
     return (
         model.in_features, tuple(model.hidden), model.num_classes, norm,
         cfg.optimizer._target_, cfg.data.batch_size, cfg.data.train_fraction,
-        cfg.epochs, cfg.eval_every, device,
+        cfg.epochs, cfg.eval_every, device, str(cfg.train.cuda_graph),
     )
 
 
