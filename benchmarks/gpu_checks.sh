@@ -32,7 +32,7 @@ step() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 hreg-mnist  # verifies the store and builds the normalised cache, so that no timed run pays for it
 step smoke 45 python3 train.py -m hydra/launcher=stacked seed=0,1,2 epochs=30 device=cuda hydra.sweep.dir=/tmp/smoke
-step tests 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_graph.py
+step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_graph.py
 step study 110 python3 benchmarks/bench_stacked.py --parts study --device cuda --study-epochs 1000 --repeats 1 \
   --launchers stacked
 step search 180 python3 benchmarks/bench_stacked.py --parts search --device cuda --search-trials 40 \
