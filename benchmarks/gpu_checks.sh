@@ -4,7 +4,7 @@
 #   run (carry [".gpu"], timeout_s 600):  bash .gpu/run.sh 'bash benchmarks/gpu_checks.sh [steps]'
 # Steps (all by default, in this order: the unmeasured targets before the figures that exist), each with
 # its limit in seconds:
-#   smoke 45, tests 150, study 110, search 180 | bench_run 100, throughput 60, profile 40
+#   smoke 45, tests 150, study 110, search 180 | bench_run 100, throughput 60, profile 40, lightning 60
 # A step runs only if its whole limit fits in what is left of BUDGET (default 560 s from the script's
 # start); the others are listed at the end, with the command that runs them. With the default budget the
 # four before the bar fit in a first call; run the printed command as the second call at once (the
@@ -14,7 +14,7 @@ set -u
 out=${OUT:-gpu-results}
 budget=${BUDGET:-560}
 mkdir -p "$out"
-steps=${1:-"smoke tests study search bench_run throughput profile"}
+steps=${1:-"smoke tests study search bench_run throughput profile lightning"}
 skipped=()
 step() {
   local name=$1 limit=$2; shift 2
@@ -42,6 +42,7 @@ step throughput 60 python3 benchmarks/bench_stacked.py --parts throughput --devi
   --epochs 20 --repeats 1
 step profile 40 python3 -m cProfile -o "$out/startup.prof" train.py epochs=1 monitor=none device=cuda \
   hydra.run.dir=/tmp/profile
+step lightning 60 python3 train.py engine=lightning device=cuda epochs=50 hydra.run.dir=/tmp/lightning
 if (( ${#skipped[@]} )); then
   echo "== not run: ${skipped[*]}; next call: bash .gpu/run.sh 'bash benchmarks/gpu_checks.sh \"${skipped[*]}\"'"
 fi
