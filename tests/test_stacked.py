@@ -43,16 +43,34 @@ FAST = ("data.train_fraction=0.02", "eval_every=1")
 # --- the arithmetic: the stack is K MLPs and K torch optimizers ---------------------------------------
 
 
-@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+#: Each member's normalisation: one kind a stack, and a stack that mixes them, not in blocks (BatchNorm's
+#: members apart, one with its own momentum and eps).
+NORMS = {"none": [["model/norm=none"]] * 3, "batchnorm": [["model/norm=batchnorm"]] * 3,
+         "layernorm": [["model/norm=layernorm"]] * 3,
+         "mixed": [["model/norm=batchnorm"], ["model/norm=none"], ["model/norm=layernorm"],
+                   ["model/norm=batchnorm", "model.norm.momentum=0.3", "model.norm.eps=1e-3"], ["model/norm=batchnorm"]]}
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
 def test_a_stack_computes_what_each_of_its_mlps_computes(norm):
     models = []
-    for seed in range(3):
+    for seed, overrides in enumerate(NORMS[norm]):
         torch.manual_seed(seed)
-        models.append(instantiate(compose_config(f"model/norm={norm}").model))
-    stack = StackedMLP(models, [0.0] * 3)
-    x = torch.randn(3, 40, 784)
-    expected = torch.stack([m.train()(x[i]) for i, m in enumerate(models)])
-    assert torch.allclose(stack.forward(x, training=True), expected, atol=1e-5)  # BatchNorm on each own batch
+        models.append(instantiate(compose_config(*overrides).model))
+    k = len(models)
+    stack = StackedMLP(models, [0.0] * k)
+    x, y = torch.randn(k, 40, 784), torch.randint(0, 10, (k, 40))
+    outputs = [m.train()(x[i]) for i, m in enumerate(models)]
+    got = stack.forward(x, training=True)
+    assert torch.allclose(got, torch.stack(outputs), atol=1e-5)  # BatchNorm on each own batch
+    losses = nn.functional.cross_entropy(got.transpose(1, 2), y, reduction="none").mean(1)
+    losses.sum().backward()
+    for i, model in enumerate(models):  # each member's gradients, on its own parameters (``owned``)
+        nn.functional.cross_entropy(outputs[i], y[i]).backward()
+        params = [stack.parameters()[j] for j in stack.owned(i)]
+        assert len(params) == len(list(model.parameters()))
+        for mine, theirs in zip(params, model.parameters(), strict=True):
+            assert torch.allclose(mine.grad[i], theirs.grad, atol=1e-5)
     shared = torch.randn(50, 784)
     expected = torch.stack([m.eval()(shared) for m in models])  # running statistics moved the same way
     assert torch.allclose(stack.predictor(None)(shared), expected, atol=1e-5)
@@ -66,16 +84,21 @@ OPTIMIZER_MEMBERS = {
     "adamw": [["optimizer=adamw"], ["optimizer=adamw"], ["optimizer=adamw", "optimizer.lr=3e-3", "optimizer.weight_decay=1.0"]],
     "sgd": [["optimizer=sgd", "optimizer.momentum=0"], ["optimizer=sgd"], ["optimizer=sgd", "optimizer.weight_decay=0.1"]],
     "sgd,no momentum": [["optimizer=sgd", "optimizer.momentum=0", f"optimizer.lr={lr}"] for lr in (1e-2, 1e-2, 3e-2)],
+    # A member without normalisation among members with it: its state is that of its own parameters. (SGD:
+    # the gradient of a bias before BatchNorm is float noise, which Adam's step amplifies to lr.)
+    "sgd,mixed norms": [["optimizer=sgd", "model/norm=batchnorm"], ["optimizer=sgd", "model/norm=none"],
+                        ["optimizer=sgd", "model/norm=layernorm", "optimizer.lr=3e-2"]],
 }
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZER_MEMBERS))
 def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimizer):
-    configs = [compose_config(*overrides).optimizer for overrides in OPTIMIZER_MEMBERS[optimizer]]
+    composed = [compose_config(*overrides) for overrides in OPTIMIZER_MEMBERS[optimizer]]
+    configs = [c.optimizer for c in composed]
     models = []
-    for seed in range(3):
+    for seed, cfg in enumerate(composed):
         torch.manual_seed(seed)
-        models.append(MLP())
+        models.append(instantiate(cfg.model))
     ours = copy.deepcopy(models)
     theirs = [instantiate(c)(m.parameters()) for c, m in zip(configs, models)]
     stack = StackedMLP(ours, [0.0] * 3)
@@ -94,7 +117,7 @@ def test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers(optimiz
         stack.write_member(k, mine, batches=stacked.steps)
         for a, b in zip(model.parameters(), mine.parameters()):
             assert torch.allclose(a, b, atol=1e-4), "the same five steps (Adam amplifies float noise a little)"
-        stacked.export(k, own_opt)  # the member's state, in torch's own format: it loads and resumes
+        stacked.export(k, own_opt, stack.owned(k))  # the member's state, in torch's own format: it loads and resumes
         loaded = instantiate(configs[k])(mine.parameters())
         loaded.load_state_dict(own_opt.state_dict())
         for state, reference in zip(loaded.state_dict()["state"].values(), opt.state_dict()["state"].values()):
@@ -225,26 +248,26 @@ def test_a_stack_probes_each_member_as_the_native_monitor_probes_its_model(tmp_p
 # --- equivalence on real MNIST, as a study would see it ------------------------------------------------------
 
 VARIANTS = {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
-            "batchnorm": ["model/norm=batchnorm"], "augment": ["augment=noise_affine"]}
+            "batchnorm": ["model/norm=batchnorm"], "layernorm": ["model/norm=layernorm"],
+            "augment": ["augment=noise_affine"]}
 SEEDS = (0, 1, 2)
 EQUIVALENCE = ("epochs=40", "eval_every=40", "monitor=none", "checkpoint.every=0")
 
 
 @pytest.fixture(scope="module")
 def both_engines(tmp_path_factory) -> dict[str, dict[str, list]]:
-    """Every variant and seed, trained by the native loop and, all at once, by stacks."""
+    """Every variant and seed, trained by the native loop and, all at once, by one stack."""
     work = tmp_path_factory.mktemp("equivalence")
     native = {v: [train(compose_config(*EQUIVALENCE, *o, f"seed={s}"), work / f"n-{v}-{s}") for s in SEEDS]
               for v, o in VARIANTS.items()}
     members = {v: [] for v in VARIANTS}
-    for variants in (["none", "l1", "dropout", "augment"], ["batchnorm"]):  # one stack per architecture
-        stack = []
-        for v in variants:
-            for s in SEEDS:
-                ctx = build_context(compose_config(*EQUIVALENCE, *VARIANTS[v], f"seed={s}"), work / f"s-{v}-{s}")
-                stack.append(Member(f"{v}/{s}", ctx, build_hooks(ctx)))
-                members[v].append(ctx.result)
-        fit_stack(stack, seed=0)
+    stack = []
+    for v in VARIANTS:
+        for s in SEEDS:
+            ctx = build_context(compose_config(*EQUIVALENCE, *VARIANTS[v], f"seed={s}"), work / f"s-{v}-{s}")
+            stack.append(Member(f"{v}/{s}", ctx, build_hooks(ctx)))
+            members[v].append(ctx.result)
+    fit_stack(stack, seed=0)
     return {"native": native, "stacked": members}
 
 
@@ -304,9 +327,12 @@ def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ(
     base = key()
     assert base is not None
     for differs_per_member in ("seed=3", "data.seed=5", "optimizer.lr=0.01", "regularizer=l2", "model.dropout=0.2",
-                               "augment=affine", "objective=val_loss", "monitor=none", "early_stopping.patience=3"):
+                               "augment=affine", "objective=val_loss", "monitor=none", "early_stopping.patience=3",
+                               "model/norm=batchnorm", "model/norm=layernorm"):
         assert key(differs_per_member) == base, differs_per_member
-    for differs_per_stack in ("epochs=7", "eval_every=3", "data.batch_size=100", "model/norm=batchnorm",
+    assert key("model/norm=batchnorm", "model.norm.momentum=0.5", "model.norm.eps=1e-3") == base
+    assert key("model/norm=batchnorm", "model.norm.momentum=null") is None  # a cumulative average: runs alone
+    for differs_per_stack in ("epochs=7", "eval_every=3", "data.batch_size=100",
                               "optimizer=sgd", "model.hidden=[50,50]", "data.train_fraction=0.1",
                               "train.cuda_graph=false"):
         assert key(differs_per_stack) != base, differs_per_stack
@@ -417,8 +443,10 @@ def test_a_mistake_in_any_job_stops_the_stack_with_one_line_before_training(tmp_
 
 
 def test_ctrl_c_checkpoints_every_member_and_each_resumes(tmp_path):
+    """A stack of three normalisations; the member without one resumes in the native loop, its optimizer's
+    state exported for its own parameters (not the BatchNorm and LayerNorm members' gains)."""
     sweep = tmp_path / "s"
-    proc = start_train("-m", "hydra/launcher=stacked", "seed=0,1,2", "epochs=300", "monitor=none",
+    proc = start_train("-m", "hydra/launcher=stacked", "model/norm=none,batchnorm,layernorm", "epochs=300", "monitor=none",
                        "data.train_fraction=0.02", "eval_every=10", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (sweep / "2" / "result.json").exists():
@@ -426,14 +454,15 @@ def test_ctrl_c_checkpoints_every_member_and_each_resumes(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
-    assert "hreg-resume" in proc.stdout.read()
+    out = proc.stdout.read()
+    assert "Launching 3 jobs as 1 stack (3)" in out and "hreg-resume" in out
     for job in range(3):
         result = read_result(sweep / str(job))
         assert result["status"] == "interrupted" and result["epochs_completed"] < 300
         assert checkpoint.load(sweep / str(job) / "checkpoints" / checkpoint.LAST)["epoch"] == result["epochs_completed"]
-    resumed = run_cli("hreg-resume", str(sweep / "1"))
+    resumed = run_cli("hreg-resume", str(sweep / "0"))
     assert resumed.returncode == 0, resumed.stderr
-    assert read_result(sweep / "1")["status"] == "completed" and read_result(sweep / "1")["epochs_completed"] == 300
+    assert read_result(sweep / "0")["status"] == "completed" and read_result(sweep / "0")["epochs_completed"] == 300
 
 
 def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(tmp_path):

@@ -41,7 +41,7 @@ from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, 
 from hreg.metrics import PROBE_SIZE, SPLITS, Probe, log_probs_entropy, logits_entropy, probe_set
 from hreg.progress import Progress
 from hreg.result import Status
-from hreg.stacked.model import StackedMLP, span
+from hreg.stacked.model import Norm, StackedMLP, norm_of, span
 from hreg.stacked.optim import StackedOptimizer
 from hreg.stopping import Interrupted, deferred_interrupts
 
@@ -74,9 +74,10 @@ def _penalty_kind(ctx: RunContext) -> str:
     return ctx.penalty.kind if ctx.penalty.active else "none"
 
 
-def _stack_order(member: Member) -> tuple[bool, int]:
-    """Members with dropout last, and within each part by penalty: each feature's rows are one slice."""
-    return member.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(member.ctx)]
+def _stack_order(member: Member) -> tuple[Norm, bool, int]:
+    """Members by normalisation (each one's rows a block: one call of its kernel), then with dropout
+    last, and within each part by penalty: each feature's rows are one slice, or few."""
+    return norm_of(member.ctx.model), member.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(member.ctx)]
 
 
 class Stack:
@@ -302,7 +303,7 @@ class Stack:
         """Refresh member ``position``'s own model and optimizer from the stack."""
         ctx = self.members[position].ctx
         self.model.write_member(position, ctx.model, batches=self.optimizer.steps)
-        self.optimizer.export(position, ctx.optimizer)
+        self.optimizer.export(position, ctx.optimizer, self.model.owned(position))
 
     def keep(self, positions: list[int]) -> None:
         """Go on with these members only."""

@@ -1,23 +1,23 @@
 """Which jobs can train together as one stack.
 
 Jobs stack when they share what gives every member the same shapes and the
-same schedule: the model's architecture (sizes, norm kind and its settings),
-the optimizer class, the batch size, the training-set size, the number of
-epochs, the evaluation cadence, the device and ``train.cuda_graph``. Everything else may differ
-member by member: seeds and splits, learning rate and the optimizer's other
-numbers, penalty kind and strength, dropout, augmentation kind and strengths,
-and every per-run setting (objective, TensorBoard, checkpoints, early stopping,
-Optuna trial). A job whose config uses something the stacked engine does not
-implement (another model, penalty or augmentation class, an optimizer option
-such as amsgrad) gets no key: it runs alone, through the native loop.
+same schedule: the model's layer sizes, the optimizer class, the batch size,
+the training-set size, the number of epochs, the evaluation cadence, the device
+and ``train.cuda_graph``. Everything else may differ member by member: seeds
+and splits, normalisation (none, BatchNorm, LayerNorm, and their settings),
+learning rate and the optimizer's other numbers, penalty kind and strength,
+dropout, augmentation kind and strengths, and every per-run setting
+(objective, TensorBoard, checkpoints, early stopping, Optuna trial). A job
+whose config uses something the stacked engine does not implement (another
+model, norm, penalty or augmentation class, an optimizer option such as
+amsgrad) gets no key: it runs alone, through the native loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hreg.engine import engine_name
 from hreg.stacked.optim import stackable
@@ -27,24 +27,17 @@ PENALTY = "hreg.regularizer.WeightPenalty"
 AUGMENT = "hreg.augment.build_augment"
 NORMS = {"torch.nn.BatchNorm1d": {"eps", "momentum"}, "torch.nn.LayerNorm": {"eps"}}
 
-T = TypeVar("T")
 
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _norm_key(norm: DictConfig | None) -> Hashable | None:
-    """The norm layer's kind and settings; False when the stack cannot build it."""
+def _norm_stackable(norm: DictConfig | None) -> bool:
+    """Whether a stack can build this norm layer (a member's own, whatever its stack-mates')."""
     if norm is None:
-        return ("none",)
+        return True
     target = norm.get("_target_")
     if target not in NORMS or not norm.get("_partial_", False):
         return False
     extra = {k: v for k, v in norm.items() if not k.startswith("_")}
-    if set(extra) - NORMS[target] or (target == "torch.nn.BatchNorm1d" and not isinstance(extra.get("momentum", 0.1), float)):
-        return False
-    return (target, tuple(sorted((k, _plain(v)) for k, v in extra.items())))
+    return not set(extra) - NORMS[target] and (
+        target != "torch.nn.BatchNorm1d" or isinstance(extra.get("momentum", 0.1), float))
 
 
 def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
@@ -54,12 +47,10 @@ def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
         return None
     if cfg.augment.get("_target_") != AUGMENT or not stackable(cfg.optimizer):
         return None
-    norm = _norm_key(model.get("norm"))
-    if norm is False or engine_name(cfg) != "native":
+    if not _norm_stackable(model.get("norm")) or engine_name(cfg) != "native":
         return None
     return (
-        model.in_features, tuple(model.hidden), model.num_classes, norm,
-        cfg.optimizer._target_, cfg.data.batch_size, cfg.data.train_fraction,
+        model.in_features, tuple(model.hidden), model.num_classes, cfg.optimizer._target_, cfg.data.batch_size, cfg.data.train_fraction,
         cfg.epochs, cfg.eval_every, device, str(cfg.train.cuda_graph),
     )
 

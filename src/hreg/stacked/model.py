@@ -7,12 +7,14 @@ its MLP when a hook or a checkpoint needs it. Semantics are those of the MLP,
 member by member: Linear -> [BatchNorm1d | LayerNorm] -> ReLU -> [Dropout],
 BatchNorm on the member's own batch in training and its running statistics in
 evaluation, inverted dropout with the member's own p, in training only.
+Members may differ in normalisation (kind and settings): each run of
+consecutive members with one normalisation is normalised as a block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +24,20 @@ from hreg.model import MLP
 
 _NORMS = {nn.BatchNorm1d: "batchnorm", nn.LayerNorm: "layernorm"}
 
+T = TypeVar("T")
+
+
+class Norm(NamedTuple):
+    """A member's normalisation: ``kind`` (batchnorm, layernorm or none) and its settings."""
+
+    kind: str
+    eps: float = 0.0
+    momentum: float = 0.0
+
 
 class _Weights(NamedTuple):
-    """The stack's tensors by layer, for all members or a subset of them."""
+    """The stack's tensors by layer, for all members or a subset of them, and the subset's runs of
+    members with one normalisation (rows relative to the subset)."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
@@ -32,10 +45,32 @@ class _Weights(NamedTuple):
     shifts: list[torch.Tensor]
     running_mean: list[torch.Tensor]
     running_var: list[torch.Tensor]
+    norms: list[tuple[slice, Norm]]
 
 
 def _norm_layers(model: MLP) -> list[nn.Module]:
     return [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
+
+
+def norm_of(model: MLP) -> Norm:
+    """The normalisation of ``model``'s hidden layers (the same in each of them)."""
+    norms = _norm_layers(model)
+    if not norms:
+        return Norm("none")
+    kind = _NORMS[type(norms[0])]
+    return Norm(kind, norms[0].eps, norms[0].momentum if kind == "batchnorm" else 0.0)
+
+
+def runs(values: Sequence[T]) -> list[tuple[slice, T]]:
+    """Runs of consecutive equal values, as (their rows, the value): the blocks of a stack's members
+    that one call can serve (one normalisation, one optimizer setting)."""
+    found: list[tuple[slice, T]] = []
+    for k, value in enumerate(values):
+        if found and found[-1][1] == value:
+            found[-1] = (slice(found[-1][0].start, k + 1), value)
+        else:
+            found.append((slice(k, k + 1), value))
+    return found
 
 
 def span(flags: Sequence[bool]) -> slice:
@@ -80,28 +115,32 @@ class StackedMLP:
     """The weights of K MLPs of one architecture, stacked; ``dropout`` is each member's p."""
 
     def __init__(self, members: Sequence[MLP], dropout: Sequence[float]) -> None:
-        first = members[0]
-        norms = _norm_layers(first)
-        self.norm = _NORMS[type(norms[0])] if norms else None
-        self.eps = norms[0].eps if norms else 0.0
-        self.momentum = norms[0].momentum if self.norm == "batchnorm" else 0.0
+        self.norms = [norm_of(m) for m in members]
+        self.norm_runs = runs(self.norms)
+        self.has_norm = any(n.kind != "none" for n in self.norms)
+        linears = [list(m.linear_layers().values()) for m in members]
+        norm_layers = [_norm_layers(m) for m in members]
 
         def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
             return torch.stack([t.detach() for t in tensors])  # a new tensor: the members' own stay theirs
 
-        linears = [list(m.linear_layers().values()) for m in members]
-        norm_layers = [_norm_layers(m) for m in members]
+        def norm_tensor(i: int, name: str, neutral: float) -> torch.Tensor:
+            """Hidden layer i's ``name`` (gain, shift, running statistic) of every member's norm, ``neutral``
+            for a member whose norm has none (it never reads the row; a mixed stack keeps one layout)."""
+            like = linears[0][i].bias
+            return stack([getattr(ns[i], name) if ns and getattr(ns[i], name, None) is not None
+                          else torch.full_like(like, neutral) for ns in norm_layers])
+
         per_layer = []  # the order of MLP.parameters(): each Linear's weight and bias, then its norm's gain and shift
+        hidden = range(len(linears[0]) - 1 if self.has_norm else 0)
         for i in range(len(linears[0])):
             per_layer += [stack([ls[i].weight for ls in linears]), stack([ls[i].bias for ls in linears])]
-            if i < len(norms):
-                per_layer += [stack([ns[i].weight for ns in norm_layers]), stack([ns[i].bias for ns in norm_layers])]
+            if i in hidden:
+                per_layer += [norm_tensor(i, "weight", 1.0), norm_tensor(i, "bias", 0.0)]
         self._set_parameters(per_layer)
-        if self.norm == "batchnorm":
-            self.running_mean = [stack([ns[i].running_mean for ns in norm_layers]) for i in range(len(norms))]
-            self.running_var = [stack([ns[i].running_var for ns in norm_layers]) for i in range(len(norms))]
-        else:
-            self.running_mean, self.running_var = [], []
+        batchnorm = any(n.kind == "batchnorm" for n in self.norms)
+        self.running_mean = [norm_tensor(i, "running_mean", 0.0) for i in hidden] if batchnorm else []
+        self.running_var = [norm_tensor(i, "running_var", 1.0) for i in hidden] if batchnorm else []
         self.dropout = [float(p) for p in dropout]
         self._dropout_span()
 
@@ -115,16 +154,26 @@ class StackedMLP:
         """The trained tensors, each (K, ...) and contiguous, so that a slice of members is a contiguous
         tensor too (the optimizer's fused kernels take them) and autograd hands over fresh gradients."""
         params = self.params = [t.detach().contiguous().requires_grad_() for t in tensors]
-        step = 4 if self.norm is not None else 2
+        step = self._step()
         self.weights, self.biases = params[0::step], params[1::step]
-        self.gains, self.shifts = (params[2::step], params[3::step]) if self.norm is not None else ([], [])
+        self.gains, self.shifts = (params[2::step], params[3::step]) if self.has_norm else ([], [])
+
+    def _step(self) -> int:
+        """Tensors a layer in ``params``: weight and bias, and the norm's gain and shift in a stack with norms."""
+        return 4 if self.has_norm else 2
 
     def __len__(self) -> int:
         return self.weights[0].shape[0]
 
     def parameters(self) -> list[torch.Tensor]:
-        """The trained tensors, in the order of the members' ``MLP.parameters()``."""
+        """The trained tensors, in the order of the members' ``MLP.parameters()`` (``owned``)."""
         return self.params
+
+    def owned(self, k: int) -> list[int]:
+        """Positions in ``parameters()`` of member k's own ``MLP.parameters()``, in their order: all of
+        them, but the norms' gains and shifts for a member without normalisation in a stack with norms."""
+        mine = self.norms[k].kind != "none"
+        return [j for j in range(len(self.params)) if j % self._step() < 2 or mine]
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.running_mean, *self.running_var]
@@ -138,24 +187,37 @@ class StackedMLP:
     def _slices(self, members: torch.Tensor | None) -> _Weights:
         tensors = (self.weights, self.biases, self.gains, self.shifts, self.running_mean, self.running_var)
         if members is None:
-            return _Weights(*tensors)
-        return _Weights(*([t[members] for t in group] for group in tensors))
+            return _Weights(*tensors, self.norm_runs)
+        return _Weights(*([t[members] for t in group] for group in tensors),
+                        runs([self.norms[k] for k in members.tolist()]))
 
     def _normalise(self, h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Tensor:
-        """BatchNorm1d or LayerNorm of each member's activations h (K, features, B), with its own affine
-        parameters, by torch's fused kernels (three times faster here than the arithmetic written out)."""
-        if self.norm == "layernorm":  # over the features, made the last dimension: torch's kernel wants them dense
-            rows = F.layer_norm(h.transpose(1, 2).contiguous(), h.shape[1:2], eps=self.eps)
-            out = torch.addcmul(p.shifts[i].unsqueeze(1), rows, p.gains[i].unsqueeze(1)).transpose(1, 2)
+        """Hidden layer i's normalisation of the activations h (K, features, B): each run of members with
+        one normalisation as a block, the blocks joined again (one copy) where the stack mixes them."""
+        if len(p.norms) == 1:
+            return self._normalise_block(h, i, p, p.norms[0][0], p.norms[0][1], training)
+        return torch.cat([self._normalise_block(h[rows], i, p, rows, norm, training) for rows, norm in p.norms])
+
+    def _normalise_block(self, h: torch.Tensor, i: int, p: _Weights, rows: slice, norm: Norm,
+                         training: bool) -> torch.Tensor:
+        """BatchNorm1d or LayerNorm (or nothing) of the activations h of the members ``rows``, with their
+        own affine parameters, by torch's fused kernels (three times faster here than the arithmetic
+        written out)."""
+        if norm.kind == "none":
+            return h
+        gain, shift = p.gains[i][rows], p.shifts[i][rows]
+        if norm.kind == "layernorm":  # over the features, made the last dimension: torch's kernel wants them dense
+            normed = F.layer_norm(h.transpose(1, 2).contiguous(), h.shape[1:2], eps=norm.eps)
+            out = torch.addcmul(shift.unsqueeze(1), normed, gain.unsqueeze(1)).transpose(1, 2)
             return out.contiguous() if training else out  # ReLU's backward on the strided view: 5x slower
+        mean, var = p.running_mean[i][rows], p.running_var[i][rows]  # views: training updates the stack's own
         if training:  # each member's features are channels of their own: (1, K * features, B), statistics over B
             k, features, b = h.shape
-            out = F.batch_norm(h.reshape(1, k * features, b), p.running_mean[i].view(-1), p.running_var[i].view(-1),
-                               p.gains[i].reshape(-1), p.shifts[i].reshape(-1),
-                               training=True, momentum=self.momentum, eps=self.eps)
+            out = F.batch_norm(h.reshape(1, k * features, b), mean.view(-1), var.view(-1), gain.reshape(-1),
+                               shift.reshape(-1), training=True, momentum=norm.momentum, eps=norm.eps)
             return out.view(k, features, b)
-        scale = p.gains[i].unsqueeze(2) * torch.rsqrt(p.running_var[i].unsqueeze(2) + self.eps)
-        return torch.addcmul(p.shifts[i].unsqueeze(2) - p.running_mean[i].unsqueeze(2) * scale, h, scale)
+        scale = gain.unsqueeze(2) * torch.rsqrt(var.unsqueeze(2) + norm.eps)
+        return torch.addcmul(shift.unsqueeze(2) - mean.unsqueeze(2) * scale, h, scale)
 
     def _layers(self, h: torch.Tensor, p: _Weights, training: bool, first_done: bool = False,
                 inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -172,7 +234,7 @@ class StackedMLP:
                 h = torch.baddbmm(b.unsqueeze(2), w, h)
             if i == last:
                 return h
-            if self.norm is not None:
+            if self.has_norm:
                 h = self._normalise(h, i, p, training)
             # In place, on a fresh tensor that backward does not need: no copy.
             if training and self.dropped.stop > self.dropped.start:
@@ -223,13 +285,15 @@ class StackedMLP:
         for i, layer in enumerate(_norm_layers(model)):
             layer.weight.copy_(self.gains[i][k])
             layer.bias.copy_(self.shifts[i][k])
-            if self.norm == "batchnorm":
+            if isinstance(layer, nn.BatchNorm1d):
                 layer.running_mean.copy_(self.running_mean[i][k])
                 layer.running_var.copy_(self.running_var[i][k])
                 layer.num_batches_tracked.copy_(batches)
 
     def keep(self, members: torch.Tensor) -> None:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""
+        self.norms = [self.norms[k] for k in members.tolist()]
+        self.norm_runs = runs(self.norms)
         self._set_parameters([t.detach()[members] for t in self.params])
         self.running_mean = [t[members] for t in self.running_mean]
         self.running_var = [t[members] for t in self.running_var]

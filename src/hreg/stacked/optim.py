@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from hreg.stacked.model import runs
+
 #: The optimizer classes a stack can train, and the keys each may set (others keep torch's defaults).
 SUPPORTED = {
     "torch.optim.Adam": {"lr", "betas", "eps", "weight_decay"},
@@ -61,12 +63,7 @@ class StackedOptimizer:
 
     def _runs(self) -> None:
         """Runs of consecutive members with the same numbers: (rows, their settings)."""
-        self.runs: list[tuple[slice, dict[str, Any]]] = []
-        for k, settings in enumerate(self.settings):
-            if self.runs and self.runs[-1][1] == settings:
-                self.runs[-1] = (slice(self.runs[-1][0].start, k + 1), settings)
-            else:
-                self.runs.append((slice(k, k + 1), settings))
+        self.runs = runs(self.settings)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -97,10 +94,11 @@ class StackedOptimizer:
         for p in self.params:
             p.grad = None
 
-    def export(self, k: int, optimizer: torch.optim.Optimizer) -> None:
-        """Member k's state into ``optimizer`` (torch's, over the member's own MLP, parameters in the same order)."""
+    def export(self, k: int, optimizer: torch.optim.Optimizer, owned: Sequence[int]) -> None:
+        """Member k's state into ``optimizer`` (torch's, over the member's own MLP); ``owned``: the
+        positions of its parameters among the stack's (``StackedMLP.owned``)."""
         own = [p for group in optimizer.param_groups for p in group["params"]]
-        for i, p in enumerate(own):
+        for i, p in zip(owned, own, strict=True):
             state: dict[str, Any]
             if self.kind == "torch.optim.SGD":
                 state = {"momentum_buffer": self.state[0][i][k].clone() if self.settings[k]["momentum"] > 0 else None}
