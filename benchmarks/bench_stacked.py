@@ -10,9 +10,14 @@ Three parts (``--parts``, all by default):
   the wall time.
 - ``search``: ``train.py -m hydra/sweeper=optuna`` with the stacked launcher
   (``hydra.sweeper.n_jobs`` trials a batch); wall time, trials completed and pruned.
+- ``mixed`` (only when named): the study's stack that mixes normalisations (BatchNorm,
+  LayerNorm, augment and combined, 3 seeds each) against the three stacks it replaces
+  (3, 3 and 6), trained side by side in this process to ``--mixed-epochs``, in chunks of
+  5 epochs taken alternately; training time by quarter and in all.
 
     .venv/bin/python benchmarks/bench_stacked.py [--parts throughput,study] [--device cpu]
         [--study-epochs 200] [--repeats 3] [--search-trials 40 --search-epochs 1000 --search-jobs 20]
+        [--parts mixed --mixed-epochs 200]
 """
 
 from __future__ import annotations
@@ -149,6 +154,50 @@ def search(device: str, trials: int, epochs: int, jobs: int) -> None:
           f"best val acc {best.value:.4f} ({best.params})")
 
 
+def mixed(device: str, epochs: int, chunk: int = 5) -> None:
+    import torch
+
+    from hreg.build import build_context
+    from hreg.stacked.engine import Member, Stack
+    from tests.conftest import compose_config
+
+    variants = ["batchnorm", "layernorm", "augment", "combined"]
+    work = Path(tempfile.mkdtemp())
+
+    def stack(name: str, members: list[str]) -> Stack:
+        return Stack([Member(f"{v}-{s}", build_context(compose_config("monitor=none", f"device={device}",
+                                                                       f"variant={v}", f"seed={s}"),
+                                                        work / f"{name}-{v}-{s}"), [])
+                      for v in members for s in range(3)])
+
+    layouts = {"mixed (12)": [stack("mixed", variants)],
+               "separate (3, 3, 6)": [stack("separate", variants[:1]), stack("separate", variants[1:2]),
+                                      stack("separate", variants[2:])]}
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    rounds = epochs // chunk
+    for r in range(rounds):
+        order = list(layouts) if r % 2 == 0 else list(reversed(layouts))
+        for name in order:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(chunk):
+                for s in layouts[name]:
+                    s.train_epoch()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - started)
+    mixed_name, separate_name = layouts
+    print(f"\nTraining the study's mixed stack against its three stacks on {device} ({epochs} epochs):\n")
+    print("| epochs | mixed (s) | separate (s) | ratio |\n|---|---|---|---|")
+    quarter = max(rounds // 4, 1)
+    for start in range(0, rounds, quarter):
+        a, b = (sum(times[n][start:start + quarter]) for n in (mixed_name, separate_name))
+        print(f"| {start * chunk + 1}-{min(start + quarter, rounds) * chunk} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+    a, b = sum(times[mixed_name]), sum(times[separate_name])
+    print(f"| all | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="throughput,study,search")
@@ -161,6 +210,7 @@ def main() -> None:
     parser.add_argument("--search-trials", type=int, default=40)
     parser.add_argument("--search-epochs", type=int, default=1000)
     parser.add_argument("--search-jobs", type=int, default=20)
+    parser.add_argument("--mixed-epochs", type=int, default=200)
     args = parser.parse_args()
     parts = args.parts.split(",")
     if "throughput" in parts:
@@ -169,6 +219,8 @@ def main() -> None:
         study(args.device, args.repeats, args.study_epochs, args.launchers.split(","))
     if "search" in parts:
         search(args.device, args.search_trials, args.search_epochs, args.search_jobs)
+    if "mixed" in parts:
+        mixed(args.device, args.mixed_epochs)
 
 
 if __name__ == "__main__":

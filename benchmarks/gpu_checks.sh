@@ -4,17 +4,17 @@
 #   run (carry [".gpu"], timeout_s 600):  bash .gpu/run.sh 'bash benchmarks/gpu_checks.sh [steps]'
 # Steps (all by default, in this order: the unmeasured targets before the figures that exist), each with
 # its limit in seconds:
-#   smoke 45, tests 150, study 110, search 180 | bench_run 100, throughput 60, profile 40, lightning 60
+#   smoke 45, tests 150, study 110, search 180, mixed 60 | bench_run 100, throughput 60, profile 40, lightning 60
 # A step runs only if its whole limit fits in what is left of BUDGET (default 560 s from the script's
 # start); the others are listed at the end, with the command that runs them. With the default budget the
-# four before the bar fit in a first call; run the printed command as the second call at once (the
+# five before the bar fit in a first call; run the printed command as the second call at once (the
 # machine stays warm for 30 s only). Logs, and the profile of a run's start (startup.prof, for
 # `python -m pstats`), go to $OUT (or gpu-results/).
 set -u
 out=${OUT:-gpu-results}
 budget=${BUDGET:-560}
 mkdir -p "$out"
-steps=${1:-"smoke tests study search bench_run throughput profile lightning"}
+steps=${1:-"smoke tests study search mixed bench_run throughput profile lightning"}
 skipped=()
 step() {
   local name=$1 limit=$2; shift 2
@@ -37,6 +37,7 @@ step study 110 python3 benchmarks/bench_stacked.py --parts study --device cuda -
   --launchers stacked
 step search 180 python3 benchmarks/bench_stacked.py --parts search --device cuda --search-trials 40 \
   --search-epochs 1000 --search-jobs 20
+step mixed 60 python3 benchmarks/bench_stacked.py --parts mixed --device cuda --mixed-epochs 200
 step bench_run 100 python3 benchmarks/bench_run.py --compare graph --repeats 1 device=cuda
 step throughput 60 python3 benchmarks/bench_stacked.py --parts throughput --device cuda --sizes 1,24,64 \
   --epochs 20 --repeats 1
