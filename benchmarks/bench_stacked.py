@@ -34,6 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.conftest's compose_config
 
 
+def sync(device: str) -> None:
+    """Waits for the GPU's queued work, so that a timer reads what it took (nothing to wait for elsewhere)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None:
     import torch
 
@@ -41,10 +49,6 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
     from hreg.loop import epoch_trainer
     from hreg.stacked.engine import Member, Stack
     from tests.conftest import compose_config
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
 
     def memory() -> float:
         """Bytes in use: the GPU's peak allocation, or this process's resident memory."""
@@ -83,11 +87,11 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
 
     def rate(k: int, epoch) -> float:
         epoch()  # warm-up (a graph is captured here)
-        sync()
+        sync(device)
         started = time.perf_counter()
         for _ in range(epochs):
             epoch()
-        sync()
+        sync(device)
         return k * epochs / (time.perf_counter() - started)
 
     samples: dict[str, list[float]] = {name: [] for name in trainers}
@@ -155,8 +159,6 @@ def search(device: str, trials: int, epochs: int, jobs: int) -> None:
 
 
 def mixed(device: str, epochs: int, chunk: int = 5) -> None:
-    import torch
-
     from hreg.build import build_context
     from hreg.stacked.engine import Member, Stack
     from tests.conftest import compose_config
@@ -178,14 +180,12 @@ def mixed(device: str, epochs: int, chunk: int = 5) -> None:
     for r in range(rounds):
         order = list(layouts) if r % 2 == 0 else list(reversed(layouts))
         for name in order:
-            if device == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             started = time.perf_counter()
             for _ in range(chunk):
                 for s in layouts[name]:
                     s.train_epoch()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             times[name].append(time.perf_counter() - started)
     mixed_name, separate_name = layouts
     print(f"\nTraining the study's mixed stack against its three stacks on {device} ({epochs} epochs):\n")

@@ -7,9 +7,9 @@ and ``train.cuda_graph``; off a GPU, the normalisation too (its kind and
 settings). Everything else may differ member by member: seeds and splits,
 normalisation on a GPU (none, BatchNorm, LayerNorm: a stack normalises each
 run of members with one as a block; on a GPU, where a small stack's epoch is
-bound by kernel launches, one stack beats three; on this project's CPU a mixed
-stack took 0.99x to 1.28x the time of the separate ones, so there they stay
-apart), learning rate and the optimizer's other numbers, penalty kind and strength,
+bound by kernel launches, one stack should beat three; on this project's CPU
+a mixed stack took 1.10x and 1.28x the training time of the separate ones, so
+there they stay apart), learning rate and the optimizer's other numbers, penalty kind and strength,
 dropout, augmentation kind and strengths, and every per-run setting
 (objective, TensorBoard, checkpoints, early stopping, Optuna trial). A job
 whose config uses something the stacked engine does not implement (another

@@ -292,10 +292,11 @@ class StackedMLP:
 
     def keep(self, members: torch.Tensor) -> None:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""
-        self.norms = [self.norms[k] for k in members.tolist()]
+        kept = members.tolist()
+        self.norms = [self.norms[k] for k in kept]
         self.norm_runs = runs(self.norms)
         self._set_parameters([t.detach()[members] for t in self.params])
         self.running_mean = [t[members] for t in self.running_mean]
         self.running_var = [t[members] for t in self.running_var]
-        self.dropout = [self.dropout[i] for i in members.tolist()]
+        self.dropout = [self.dropout[k] for k in kept]
         self._dropout_span()
