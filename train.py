@@ -7,7 +7,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hreg.errors import exit_on_error, freeze_at_exit
+from hreg.cli import exit_on_error, freeze_at_exit
 from hreg.run import run
 
 #: Preset groups listed (as null) in conf/config.yaml's defaults: chosen with `experiment=...`.

@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from hreg.build import build_context
-    from hreg.loop import train_epoch
+    from hreg.engines.native import train_epoch
     from tests.conftest import compose_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -37,7 +37,7 @@ def main() -> None:
 
     from hreg.build import build_context, build_hooks
     from hreg.run import train
-    from hreg.stacked.engine import Member, fit_stack
+    from hreg.engines.stacked.stack import Member, fit_stack
     from tests.conftest import compose_config
 
     variants = args.variants.split(",")

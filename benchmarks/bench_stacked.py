@@ -46,8 +46,8 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
     import torch
 
     from hreg.build import build_context
-    from hreg.loop import epoch_trainer
-    from hreg.stacked.engine import Member, Stack
+    from hreg.engines.native import epoch_trainer
+    from hreg.engines.stacked.stack import Member, Stack
     from tests.conftest import compose_config
 
     def memory() -> float:
@@ -160,7 +160,7 @@ def search(device: str, trials: int, epochs: int, jobs: int) -> None:
 
 def mixed(device: str, epochs: int, chunk: int = 5) -> None:
     from hreg.build import build_context
-    from hreg.stacked.engine import Member, Stack
+    from hreg.engines.stacked.stack import Member, Stack
     from tests.conftest import compose_config
 
     variants = ["batchnorm", "layernorm", "augment", "combined"]

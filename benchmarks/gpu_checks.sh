@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU checks behind the README's GPU figures, for a lent GPU machine (15 device minutes a session, its
-# start included; one call runs 600 s at most). From the project root, after ../shared/gpu/prepare.sh built .gpu/:
-#   run (carry [".gpu"], timeout_s 600):  bash .gpu/run.sh 'bash benchmarks/gpu_checks.sh [steps]'
+# The GPU checks behind the GPU figures (benchmarks/README.md), on any CUDA machine with the project's
+# environment (`make data` first): from the project root,
+#   PATH=.venv/bin:$PATH bash benchmarks/gpu_checks.sh [steps]
 # Steps (all by default, in this order: the unmeasured targets before the figures that exist), each with
 # its limit in seconds:
 #   smoke 45, tests 150, study 110, search 180, mixed 60 | bench_run 100, throughput 60, profile 40, lightning 60
 # A step runs only if its whole limit fits in what is left of BUDGET (default 560 s from the script's
 # start); the others are listed at the end, with the command that runs them. With the default budget the
 # five before the bar fit in a first call; run the printed command as the second call at once (the
-# machine stays warm for 30 s only). Logs, and the profile of a run's start (startup.prof, for
+# machine may go back when idle). Logs, and the profile of a run's start (startup.prof, for
 # `python -m pstats`), go to $OUT (or gpu-results/).
 set -u
 out=${OUT:-gpu-results}
@@ -45,5 +45,5 @@ step profile 40 python3 -m cProfile -o "$out/startup.prof" train.py epochs=1 mon
   hydra.run.dir=/tmp/profile
 step lightning 60 python3 train.py engine=lightning device=cuda epochs=50 hydra.run.dir=/tmp/lightning
 if (( ${#skipped[@]} )); then
-  echo "== not run: ${skipped[*]}; next call: bash .gpu/run.sh 'bash benchmarks/gpu_checks.sh \"${skipped[*]}\"'"
+  echo "== not run: ${skipped[*]}; next call: bash benchmarks/gpu_checks.sh \"${skipped[*]}\""
 fi

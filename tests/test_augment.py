@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from hreg.data import BACKGROUND, Split, Splits
-from hreg.loop import train_epoch
+from hreg.engines.native import train_epoch
 from hreg.metrics import evaluate_all
 from hreg.regularizer import WeightPenalty
 from tests.conftest import compose_config

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from hreg.build import build_context
-from hreg.loop import batch_bounds, epoch_stats, graph_wanted, train_batches
+from hreg.engines.graph import EpochGraph, graph_wanted, make_capturable, optimizer_state, why_not_graphed
+from hreg.engines.native import train_batches
+from hreg.engines.stacked.stack import Member, fit_stack
+from hreg.hooks import EpochStats
 from hreg.optimizer import build_optimizer
-from hreg.graph import EpochGraph, make_capturable, optimizer_state, why_not_graphed
 from hreg.run import train
-from hreg.stacked.engine import Member, fit_stack
+from hreg.schedule import batch_bounds
 from tests.conftest import QUICK, compose_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -105,5 +107,5 @@ def test_random_draws_inside_the_graph_are_new_at_every_replay(tmp_path, dropout
 
     graph = EpochGraph(run, order, lambda: [*ctx.model.parameters(), *optimizer_state(ctx.optimizer)])
     batches = len(batch_bounds(len(order), 300))
-    first, second = epoch_stats(graph(order), batches)[0], epoch_stats(graph(order), batches)[0]
+    first, second = EpochStats.from_sums(graph(order), batches)[0], EpochStats.from_sums(graph(order), batches)[0]
     assert (first.data_loss != second.data_loss) == differs

@@ -59,3 +59,31 @@ def test_a_run_without_tensorboard_or_search_imports_neither():
     loaded = imported_by("from hreg.run import run; from hreg.build import build_hooks")
     assert "hreg.monitor" not in loaded and "torch.utils.tensorboard" not in loaded
     assert not {m for m in loaded if m.startswith(("optuna", "matplotlib", "torchvision", "lightning"))}
+
+
+ENGINES = {"native": "hreg.engines.native", "lightning": "hreg.engines.lightning", "stacked": "hreg.engines.stacked"}
+
+
+def test_no_engine_imports_another_and_no_hook_imports_an_engine():
+    """Engines share the lifecycle (hreg.lifecycle), not each other's code; hooks see only the RunContext."""
+    files = [p for p in SRC.rglob("*.py") if "hreg" in p.relative_to(SRC).parts[0]]
+    modules = {module_name(p) for p in files}
+
+    def engine_of(module: str) -> str | None:
+        return next((name for name, root in ENGINES.items() if module == root or module.startswith(root + ".")), None)
+
+    crossings = []
+    for path in files:
+        module = module_name(path)
+        mine = engine_of(module)
+        if mine is None:  # the dispatcher (hreg.engines) and entry points may import any engine
+            continue
+        for imported in imports_of(path, modules):
+            theirs = engine_of(imported)
+            if theirs and theirs != mine:
+                crossings.append(f"{module} -> {imported}")
+    assert not crossings, crossings
+    hooks = ["hreg.hooks", "hreg.lifecycle", "hreg.monitor", "hreg.checkpoint", "hreg.early_stopping", "hreg.search.trial"]
+    for name in hooks:
+        path = SRC / (name.replace(".", "/") + ".py")
+        assert not {m for m in imports_of(path, modules) if m.startswith("hreg.engines")}, name

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 import hreg.run
 from hreg import checkpoint
 from hreg.build import build_context, build_hooks
-from hreg.engine import fit
+from hreg.engines import fit
 from hreg.hooks import Hook
 from hreg.result import RunResult
 from hreg.run import run, train

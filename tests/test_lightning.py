@@ -11,8 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hreg.build import build_context, build_hooks
-from hreg.engine import fit
-from hreg.lightning_engine import MNISTDataModule, RunRecord, build_trainer
+from hreg.engines import fit
+from hreg.engines.lightning import LifecycleCallback, MNISTDataModule, build_trainer
+from hreg.lifecycle import Lifecycle
 from hreg.result import Status
 from hreg.search.study import database_url
 from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train, start_train
@@ -66,7 +67,7 @@ def test_lightnings_own_settings_pass_through(tmp_path):
     """engine.trainer.* reaches the Trainer: bf16 mixed precision trains (on the CPU too) and still learns."""
     ctx = build_context(compose_config(QUICK, "engine=lightning", "engine.trainer.precision=bf16-mixed", "monitor=none",
                                        "+engine.trainer.enable_progress_bar=false"), tmp_path)
-    trainer, _ = build_trainer(ctx, RunRecord(ctx, [], MNISTDataModule(ctx.data, 300, 0)))
+    trainer, _ = build_trainer(ctx, LifecycleCallback(Lifecycle(ctx, []), MNISTDataModule(ctx.data, 300, 0)))
     assert trainer.precision == "bf16-mixed" and trainer.progress_bar_callback is None
     assert fit(ctx, build_hooks(ctx)) == Status.COMPLETED
     assert ctx.result.final["val_acc"] > 0.8

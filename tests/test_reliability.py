@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hreg import checkpoint
-from hreg.loop import DIVERGED_LOSS, batch_bounds
+from hreg.lifecycle import DIVERGED_LOSS
+from hreg.schedule import batch_bounds
 from hreg.run import run, train
 from hreg.search.study import STATUS_ATTR, database_url
 from tests.conftest import QUICK, compose_config, one_error_line, read_result, run_cli, run_train, start_train

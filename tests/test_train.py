@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from hreg.errors import exit_on_error
-from hreg.loop import is_eval_epoch
+from hreg.cli import exit_on_error
+from hreg.schedule import is_eval_epoch
 from hreg.progress import Progress
 from hreg.run import run, train
 from tests.conftest import QUICK, compose_config, read_result, run_train

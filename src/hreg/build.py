@@ -17,7 +17,7 @@ from hreg.device import build_device
 from hreg.hooks import Hook, RunContext
 from hreg.optimizer import build_optimizer
 from hreg.result import RunResult
-from hreg.stopping import EarlyStopping
+from hreg.early_stopping import EarlyStopping
 
 
 def new_result(cfg: DictConfig, device: torch.device) -> RunResult:

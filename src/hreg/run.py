@@ -2,7 +2,7 @@
 
 validate -> build -> fit -> save -> return the objective, in the shape of
 lightning-hydra-template's ``train.py``. Mistakes and interrupts are raised
-(``UserError``, ``RunInterrupted``); the entry point turns them into exit codes.
+(``UserError``, ``stops.Interrupted``); the entry point turns them into exit codes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from hreg.build import build_context, build_hooks, resume_from_checkpoint
 from hreg.config import validate
-from hreg.errors import RunInterrupted
-from hreg.engine import engine_name, fit
-from hreg.result import RunResult, Status
+from hreg.engines import engine_name, fit
+from hreg.result import RunResult
 from hreg.rundir import RunDirLock, is_worker_process
+from hreg.stops import Interrupted
 from hreg.threads import set_threads
 
 log = logging.getLogger("hreg")
@@ -35,7 +35,11 @@ def train(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfi
         len(ctx.data.train), len(ctx.data.val), len(ctx.data.test), ctx.device, ctx.penalty,
         type(ctx.optimizer).__name__,
     )
-    fit(ctx, build_hooks(ctx), first_epoch)
+    try:
+        fit(ctx, build_hooks(ctx), first_epoch)
+    except Interrupted:
+        log.info("%s", ctx.result.summary(run_dir))
+        raise
     return ctx.result
 
 
@@ -43,7 +47,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
     """The task function: one training run in ``run_dir``, which it holds for itself while it trains.
 
     Returns the validation objective (NaN for a diverged run). An interrupted
-    run raises RunInterrupted after saving a checkpoint that ``hreg-resume``
+    run raises ``Interrupted`` after saving a checkpoint that ``hreg-resume``
     continues from.
     """
     validate(cfg)
@@ -52,14 +56,14 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
     try:
         with RunDirLock(run_dir):
             result = train(cfg, run_dir, resume, hydra)
+    except Interrupted as stop:
+        stop.resume = (f"its Lightning checkpoints are in {run_dir}/checkpoints" if engine_name(cfg) == "lightning"
+                       else f"resume with: hreg-resume {run_dir}")
+        raise
     except KeyboardInterrupt:
         log.warning("aborted; resume from the last periodic checkpoint with: hreg-resume %s", run_dir)
         raise
     if is_worker_process():  # a distributed run's worker: the first process reports (and keeps the record)
         return result.objective_value()
     log.info("%s", result.summary(run_dir))
-    if result.status == Status.INTERRUPTED:
-        if engine_name(cfg) == "lightning":
-            raise RunInterrupted(result.exit_code, f"its Lightning checkpoints are in {run_dir}/checkpoints")
-        raise RunInterrupted(result.exit_code, f"resume with: hreg-resume {run_dir}")
     return result.objective_value()

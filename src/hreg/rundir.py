@@ -24,7 +24,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hreg.errors import UserError, exit_on_error
+from hreg.cli import exit_on_error
+from hreg.errors import UserError
 
 LOCK_FILE = ".lock"
 

@@ -29,7 +29,8 @@ from hreg.atomic import write_atomic
 from hreg.build import build_context, build_model
 from hreg.config import validate
 from hreg.device import NAMES as DEVICES
-from hreg.errors import UserError, exit_on_error, freeze_at_exit
+from hreg.cli import exit_on_error, freeze_at_exit
+from hreg.errors import UserError
 from hreg.metrics import evaluate_all
 from hreg.progress import LOG_FORMAT
 from hreg.result import RESULT_FILE, RunResult

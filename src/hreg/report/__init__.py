@@ -24,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hreg.errors import exit_on_error
+from hreg.cli import exit_on_error
 from hreg.report.runs import ReportError, Run, find_runs, group_runs, label_runs
 from hreg.report.tables import mean_std, number, percent, table
 from hreg.result import RESULT_FILE

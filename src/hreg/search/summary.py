@@ -28,7 +28,8 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution  # noqa: E402
 from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
-from hreg.errors import UserError, exit_on_error  # noqa: E402
+from hreg.cli import exit_on_error  # noqa: E402
+from hreg.errors import UserError  # noqa: E402
 from hreg.report.tables import table  # noqa: E402
 from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url  # noqa: E402
 

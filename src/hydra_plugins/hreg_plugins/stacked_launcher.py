@@ -1,11 +1,11 @@
-"""The Hydra launcher plugin ``hydra/launcher=stacked`` (the work is in ``hreg.stacked.launcher``).
+"""The Hydra launcher plugin ``hydra/launcher=stacked`` (the work is in ``hreg.engines.stacked.launcher``).
 
 No ``from __future__ import annotations`` here: Hydra runs plugin modules outside ``sys.modules``,
 where dataclasses cannot resolve string annotations.
 """
 
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,9 +32,13 @@ class StackedLauncher(Launcher):
         self.launch_: object = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hreg.stacked.launcher import StackedLaunch  # torch and hreg only when the launcher is used
+        from hreg.engines.stacked.launcher import StackedLaunch  # torch and hreg only when the launcher is used
 
         self.launch_ = StackedLaunch(hydra_context, task_function, config, self.max_members)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         return self.launch_.launch(job_overrides, initial_job_idx)
+
+    def pool(self, ask: Callable, tell: Callable, initial_job_idx: int) -> float:
+        """Jobs asked one by one as slots free up (hreg's Optuna sweeper); see ``StackedLaunch.pool``."""
+        return self.launch_.pool(ask, tell, initial_job_idx)

@@ -1,7 +1,8 @@
 """hreg's ``submitit_local`` and ``submitit_slurm`` launchers: the plugin's, with a lost worker failing its job only.
 
 ``hreg.cluster.SubmititLaunchers`` (a callback) puts these in place of the
-plugin's classes; the work is in ``hreg.cluster.launch``.
+plugin's classes; the work is in ``hreg.cluster.launch`` (which submits the jobs
+as the plugin's own ``launch`` does, through submitit's public API).
 """
 
 from collections.abc import Sequence
@@ -14,11 +15,11 @@ class LocalLauncher(plugin.LocalLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hreg.cluster import launch
 
-        return launch(self, super().launch, job_overrides, initial_job_idx, local=True)
+        return launch(self, "local", job_overrides, initial_job_idx)
 
 
 class SlurmLauncher(plugin.SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hreg.cluster import launch
 
-        return launch(self, super().launch, job_overrides, initial_job_idx, local=False)
+        return launch(self, "slurm", job_overrides, initial_job_idx)

@@ -7,7 +7,7 @@ its MLP when a hook or a checkpoint needs it. Semantics are those of the MLP,
 member by member: Linear -> [BatchNorm1d | LayerNorm] -> ReLU -> [Dropout],
 BatchNorm on the member's own batch in training and its running statistics in
 evaluation, inverted dropout with the member's own p, in training only.
-Members may differ in normalisation (kind and settings): each run of
+Members may differ in normalisation (kind and settings): each block of
 consecutive members with one normalisation is normalised as a block.
 """
 
@@ -36,7 +36,7 @@ class Norm(NamedTuple):
 
 
 class _Weights(NamedTuple):
-    """The stack's tensors by layer, for all members or a subset of them, and the subset's runs of
+    """The stack's tensors by layer, for all members or a subset of them, and the subset's blocks of
     members with one normalisation (rows relative to the subset)."""
 
     weights: list[torch.Tensor]
@@ -61,8 +61,8 @@ def norm_of(model: MLP) -> Norm:
     return Norm(kind, norms[0].eps, norms[0].momentum if kind == "batchnorm" else 0.0)
 
 
-def runs(values: Sequence[T]) -> list[tuple[slice, T]]:
-    """Runs of consecutive equal values, as (their rows, the value): the blocks of a stack's members
+def blocks(values: Sequence[T]) -> list[tuple[slice, T]]:
+    """Blocks of consecutive equal values, as (their rows, the value): the blocks of a stack's members
     that one call can serve (one normalisation, one optimizer setting)."""
     found: list[tuple[slice, T]] = []
     for k, value in enumerate(values):
@@ -116,7 +116,7 @@ class StackedMLP:
 
     def __init__(self, members: Sequence[MLP], dropout: Sequence[float]) -> None:
         self.norms = [norm_of(m) for m in members]
-        self.norm_runs = runs(self.norms)
+        self.norm_blocks = blocks(self.norms)
         self.has_norm = any(n.kind != "none" for n in self.norms)
         linears = [list(m.linear_layers().values()) for m in members]
         norm_layers = [_norm_layers(m) for m in members]
@@ -187,12 +187,12 @@ class StackedMLP:
     def _slices(self, members: torch.Tensor | None) -> _Weights:
         tensors = (self.weights, self.biases, self.gains, self.shifts, self.running_mean, self.running_var)
         if members is None:
-            return _Weights(*tensors, self.norm_runs)
+            return _Weights(*tensors, self.norm_blocks)
         return _Weights(*([t[members] for t in group] for group in tensors),
-                        runs([self.norms[k] for k in members.tolist()]))
+                        blocks([self.norms[k] for k in members.tolist()]))
 
     def _normalise(self, h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Tensor:
-        """Hidden layer i's normalisation of the activations h (K, features, B): each run of members with
+        """Hidden layer i's normalisation of the activations h (K, features, B): each block of members with
         one normalisation as a block, the blocks joined again (one copy) where the stack mixes them."""
         if len(p.norms) == 1:
             return self._normalise_block(h, i, p, p.norms[0][0], p.norms[0][1], training)
@@ -294,7 +294,7 @@ class StackedMLP:
         """Only these members go on (the others ended): every stacked tensor loses the rest."""
         kept = members.tolist()
         self.norms = [self.norms[k] for k in kept]
-        self.norm_runs = runs(self.norms)
+        self.norm_blocks = blocks(self.norms)
         self._set_parameters([t.detach()[members] for t in self.params])
         self.running_mean = [t[members] for t in self.running_mean]
         self.running_var = [t[members] for t in self.running_var]

@@ -3,7 +3,7 @@
 torch.optim takes one learning rate per parameter group, and Adam cannot fake a
 member's learning rate by scaling its gradient (its step is scale-invariant).
 So a stack's step calls torch's own fused kernels (those of ``torch.optim.Adam``,
-``AdamW`` and ``SGD`` with ``fused=True``) on the rows of each run of members
+``AdamW`` and ``SGD`` with ``fused=True``) on the rows of each block of members
 that share their numbers; a test checks them against torch's optimizers.
 ``export`` gives a member's state in torch's format, so its checkpoint resumes
 in the native loop.
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from hreg.stacked.model import runs
+from hreg.engines.stacked.model import blocks
 
 #: The optimizer classes a stack can train, and the keys each may set (others keep torch's defaults).
 SUPPORTED = {
@@ -46,7 +46,7 @@ def stackable(cfg: DictConfig) -> bool:
 
 class StackedOptimizer:
     """Adam, AdamW or SGD over a stack's parameters (tensors (K, ...), member k in row k), through torch's
-    fused kernels: one call for each run of consecutive members with the same numbers, on those rows
+    fused kernels: one call for each block of consecutive members with the same numbers, on those rows
     of every tensor (a stack of one configuration is one call; a search with a learning rate per trial,
     one call a member)."""
 
@@ -59,17 +59,17 @@ class StackedOptimizer:
         self.steps = torch.zeros((), dtype=self.params[0].dtype, device=self.params[0].device)
         slots = 1 if self.kind == "torch.optim.SGD" else 2  # momentum buffers; Adam's two averages
         self.state = [[torch.zeros_like(p) for p in self.params] for _ in range(slots)]
-        self._runs()
+        self._blocks()
 
-    def _runs(self) -> None:
+    def _blocks(self) -> None:
         """Runs of consecutive members with the same numbers: (rows, their settings)."""
-        self.runs = runs(self.settings)
+        self.blocks = blocks(self.settings)
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps.add_(1)
         steps = [self.steps] * len(self.params)  # read by the kernels, counted here once
-        for rows, s in self.runs:
+        for rows, s in self.blocks:
             params = [p[rows] for p in self.params]
             grads = [p.grad[rows] for p in self.params]
             state = [[t[rows] for t in slot] for slot in self.state]
@@ -87,7 +87,7 @@ class StackedOptimizer:
         self.params = list(params)
         self.state = [[t[members] for t in slot] for slot in self.state]
         self.settings = [self.settings[i] for i in members.tolist()]
-        self._runs()
+        self._blocks()
 
     def zero_grad(self) -> None:
         """Gradients to None: the next backward pass hands over fresh ones (no pass over a buffer)."""

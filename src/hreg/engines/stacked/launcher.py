@@ -21,14 +21,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _save_config, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -37,23 +38,23 @@ from hreg.build import build_context, build_hooks
 from hreg.config import validate
 from hreg.data import Splits, build_data
 from hreg.device import build_device
-from hreg.errors import RunInterrupted, exit_on_error
+from hreg.engines.stacked.grouping import plan_stacks, stack_key
+from hreg.cli import exit_on_error
+from hreg.engines.stacked.stack import Member, StackRun, fit_stack
+from hreg.errors import UserError
 from hreg.progress import LOG_FORMAT
-from hreg.stacked.engine import Member, fit_stack
-from hreg.stacked.grouping import plan_stacks, stack_key
-from hreg.stopping import Interrupted
+from hreg.stops import Interrupted, deferred_signals
 from hreg.threads import set_threads
 
 log = logging.getLogger("hreg")
 
 #: Memory a member of a stack takes beyond the data (weights, optimizer state, activations of a
 #: training batch and of an evaluation chunk, its own copy of the model), measured with margin
-#: (README, "Stacked training").
+#: (``benchmarks/bench_stacked.py``).
 MEMORY_PER_MEMBER = 48 * 2**20
 #: Memory of one split of MNIST on the device (train, validation and test images as float32).
 MEMORY_PER_SPLIT = 230 * 2**20
-#: On a CPU, bigger stacks than this train no faster per member (measured on this project's 2-core
-#: machine: 2.2x one run's model-epochs/s at 4 and 8, 1.8x at 24; on a busier afternoon 8 and 24 alike).
+#: On a CPU, bigger stacks than this train no faster per member (``benchmarks/bench_stacked.py``).
 CPU_MEMBERS = 12
 
 
@@ -208,9 +209,10 @@ class StackedLaunch:
         rundir.acquire(job.run_dir)
         if job.config.hydra.output_subdir is not None:
             hydra_dir = job.run_dir / str(job.config.hydra.output_subdir)
-            _save_config(job.task_cfg, "config.yaml", hydra_dir)
-            _save_config(copy.deepcopy(HydraConfig.instance().cfg), "hydra.yaml", hydra_dir)
-            _save_config(job.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
+            hydra_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(job.task_cfg, hydra_dir / "config.yaml")
+            OmegaConf.save(copy.deepcopy(HydraConfig.instance().cfg), hydra_dir / "hydra.yaml")
+            OmegaConf.save(job.config.hydra.overrides.task, hydra_dir / "overrides.yaml")
         member_log = logging.Logger("hreg", logging.INFO)  # outside the hierarchy: this job's file only
         handler = logging.FileHandler(job.run_dir / f"{job.config.hydra.job.name}.log", mode="a")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -229,6 +231,8 @@ class StackedLaunch:
         HydraConfig.instance().set_config(job.config)
         ret = JobReturn(overrides=job.overrides, cfg=job.task_cfg, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
                         working_dir=os.getcwd(), task_name=JobRuntime.instance().get("name"))
+        if failure is None and member is not None and member.failure is not None:
+            failure = member.failure  # this member failed alone
         if failure is None and member is not None:
             ret.status, ret.return_value = JobStatus.COMPLETED, member.ctx.result.objective_value()
             member.ctx.log.info("%s", member.ctx.result.summary(job.run_dir))
@@ -252,15 +256,158 @@ class StackedLaunch:
                 try:
                     fit_stack(members, seed=int(jobs[0].task_cfg.seed))
                 except Interrupted as stop:
-                    raise RunInterrupted(stop.exit_code, "resume each job with: hreg-resume JOB_DIR") from None
+                    stop.resume = "resume each job with: hreg-resume JOB_DIR"
+                    raise
         except Exception as error:  # not a user's mistake: this stack's jobs fail, the sweeper decides what follows
             failure = error
             log.error("stack of %d failed: %r", len(jobs), error)
-        finally:
-            for member in members:
-                for handler in member.ctx.log.handlers:
-                    handler.close()
-            for job in jobs:
-                rundir.release(job.run_dir)
-        return {job.index: self._end_job(job, members[i] if i < len(members) else None, failure)
-                for i, job in enumerate(jobs)}
+        except BaseException:  # an exit (a mistake, a signal): the jobs' files closed, their directories let go
+            for i, job in enumerate(jobs):
+                self._close_job(job, members[i] if i < len(members) else None)
+            raise
+        returns = {job.index: self._end_job(job, members[i] if i < len(members) else None, failure)
+                   for i, job in enumerate(jobs)}
+        for i, job in enumerate(jobs):
+            self._close_job(job, members[i] if i < len(members) else None)
+        return returns
+
+    @staticmethod
+    def _close_job(job: Job, member: Member | None) -> None:
+        """The job's log file closed and its directory let go."""
+        if member is not None:
+            for handler in member.ctx.log.handlers:
+                handler.close()
+        rundir.release(job.run_dir)
+
+    # --- a pool of stacks, for a search ------------------------------------------------------------
+
+    def pool(self, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
+             tell: Callable[[Hashable, JobReturn, Member | None], None], initial_job_idx: int) -> float:
+        """Train the jobs ``ask`` gives, up to ``max_members`` at once, until it gives None; returns the
+        occupancy (the mean share of ``max_members`` training while jobs remained to be asked).
+
+        Whenever members end, new jobs are asked at once and start as a new stack
+        (one per stack key), trained by turns with the running stacks, each stack
+        with its own random state: a member's run does not depend on when others
+        joined. ``tell`` hears each job's return as soon as its member ends, so
+        the sampler knows every ended trial before the next is asked. A job that
+        cannot stack trains alone (Hydra's ``run_job``) while the pool waits.
+        A signal ends every member interrupted, after the epoch of the stack it
+        is in; the sweep's trials stay running for the same command to resume.
+        """
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        set_threads(self.config.threads, self.config.hydra)
+        pool = Pool(self, ask, tell, initial_job_idx)
+        with stack_console():
+            return pool.run()
+
+
+
+class Pool:
+    """The slots of a pool sweep (``StackedLaunch.pool``): the running stacks, and the jobs they train."""
+
+    def __init__(self, launch: StackedLaunch, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
+                 tell: Callable[[Hashable, JobReturn, Member | None], None], initial_job_idx: int) -> None:
+        self.launch, self.ask, self.tell = launch, ask, tell
+        self.index = initial_job_idx
+        self.max_members: int | None = launch.max_members
+        self.runs: list[StackRun] = []
+        self.jobs: dict[int, tuple[Hashable, Job]] = {}  # by id(member)
+        self.shared: dict[str, Splits] = {}
+        self.asking = True
+        self.samples: list[float] = []  # members training / max_members, at each turn while asking
+
+    @property
+    def training(self) -> int:
+        return sum(len(run) for run in self.runs)
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        with deferred_signals() as stop_request:
+            try:
+                while True:
+                    self.fill()
+                    if not self.runs:
+                        break
+                    if self.asking:
+                        self.samples.append(self.training / self.max_members)
+                    for run in list(self.runs):
+                        self.ended(run.step())
+                        if run.done:
+                            run.close()
+                            self.runs.remove(run)
+                        stop_request.check(run.epoch)
+            except BaseException as failure:
+                for run in self.runs:
+                    for member in run.stop(failure):
+                        key, job = self.jobs.pop(id(member))
+                        self.launch._close_job(job, member)
+                    run.close()
+                raise
+        occupancy = sum(self.samples) / len(self.samples) if self.samples else 1.0
+        log.info("pool of %s slots: %d jobs in %.1f s; occupancy %.0f%% while jobs remained to be asked",
+                 self.max_members, self.index, time.perf_counter() - started, 100 * occupancy)
+        return occupancy
+
+    def fill(self) -> None:
+        """Ask jobs until every slot is taken (or none remain), and start them as new stacks."""
+        new: list[tuple[Hashable, Job, Hashable | None]] = []
+        while self.asking and (self.max_members is None or self.training + len(new) < self.max_members):
+            asked = self.ask()
+            if asked is None:
+                self.asking = False
+                break
+            key, overrides = asked
+            job = self.launch._compose(self.index, overrides)
+            self.index += 1
+            try:
+                cfg = job.task_cfg
+                validate(cfg)
+                device = build_device(cfg.device)
+            except UserError as error:  # a sampled job's mistake fails that job only
+                log.error("%s: %s", job.name, error)
+                self.tell(key, self.launch._end_job(job, None, error), None)
+                continue
+            if self.max_members is None:
+                self.max_members = default_max_members(device, 1.0)
+                log.info("pool of %d slots on %s", self.max_members, device)
+            new.append((key, job, stack_key(cfg, str(device))))
+        groups: dict[Hashable, list[tuple[Hashable, Job]]] = {}
+        for key, job, stack in new:
+            if stack is None:  # cannot share a stack: alone, now
+                self.tell(key, self.launch._run_alone(job), None)
+            else:
+                groups.setdefault(stack, []).append((key, job))
+        for group in groups.values():
+            self.start(group)
+
+    def start(self, group: list[tuple[Hashable, Job]]) -> None:
+        members: list[Member] = []
+        try:
+            for key, job in group:
+                member = self.launch._start_job(job, self.shared)
+                members.append(member)
+                self.jobs[id(member)] = (key, job)
+        except Exception as error:  # not a user's mistake: these jobs fail, the sweep goes on
+            log.error("a stack of %d could not start: %r", len(group), error)
+            for i, (key, job) in enumerate(group):
+                member = members[i] if i < len(members) else None
+                if member is not None:
+                    self.jobs.pop(id(member))
+                self.launch._close_job(job, member)
+                self.tell(key, self.launch._end_job(job, None, error), None)
+            return
+        log.info("stack of %d joins the pool (%d training): %s", len(members), self.training + len(members),
+                 ", ".join(job.name for _, job in group))
+        run = StackRun(members, seed=int(group[0][1].task_cfg.seed), own_random_state=True, console=False)
+        self.runs.append(run)
+        self.ended(run.ended)
+
+    def ended(self, members: list[Member]) -> None:
+        for member in members:
+            key, job = self.jobs.pop(id(member))
+            ret = self.launch._end_job(job, member, None)
+            self.launch._close_job(job, member)
+            self.tell(key, ret, member)

@@ -19,10 +19,12 @@ next epoch, as the eager loop would have trained it (up to float rounding).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 #: The torch optimizers whose state, zeroed, is their fresh state (so that a capture can be undone).
 GRAPHABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
@@ -108,3 +110,16 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         for state in optimizer.state.values():  # a resumed run's state: its step moves to the device
             if "step" in state and not state["step"].is_cuda:
                 state["step"] = state["step"].to(optimizer.param_groups[0]["params"][0].device, torch.float32)
+
+
+def graph_wanted(setting: str | bool, device: torch.device, optimizer: torch.optim.Optimizer | None,
+                 log: logging.Logger, model: nn.Module | None = None) -> bool:
+    """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` insists, ``false`` never."""
+    if setting is False:
+        return False
+    reason = why_not_graphed(device, optimizer, model)
+    if reason is None:
+        return True
+    if setting is True or device.type == "cuda":
+        log.info("train.cuda_graph=%s: %s; the eager loop trains", str(setting).lower(), reason)
+    return False

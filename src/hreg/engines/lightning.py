@@ -10,14 +10,15 @@ module hands them to Lightning:
 - ``RegularizedClassifier`` (a LightningModule) trains on cross-entropy plus the
   weight penalty over (augmented) batches, evaluates whole splits in eval mode,
   and returns the optimizer of the ``optimizer`` group.
-- The Trainer brings the loop, its progress bar, a TensorBoardLogger into the
-  run directory, ModelCheckpoint (``checkpoints/last.ckpt``, and
-  ``checkpoints/best.ckpt`` on the objective) and EarlyStopping.
-- ``RunRecord`` (a Callback) keeps hreg's run record and calls hreg's hooks
-  where the native loop calls them (``loop.begin_run`` / ``end_epoch`` /
-  ``end_run``): TensorBoard's histograms, entropies and HParams go through the
-  logger's writer with the native run's tags; an Optuna trial hears every
-  evaluation and prunes; a diverged loss or Ctrl-C stops the Trainer cleanly.
+- The Trainer brings the loop, its progress bar, ModelCheckpoint
+  (``checkpoints/last.ckpt``, and ``checkpoints/best.ckpt`` on the objective)
+  and EarlyStopping.
+- ``LifecycleCallback`` (a Callback) drives the run's ``lifecycle.Lifecycle``
+  where the native loop does: hreg's record and hooks at each epoch's end
+  (TensorBoard's event files with the native run's tags, written by hreg's own
+  monitor; an Optuna trial hears every evaluation and prunes), and a diverged
+  loss or Ctrl-C stops the Trainer cleanly. The run ends through the same
+  ``Lifecycle.end`` as a native run, with the same status and exit code.
 
 Evaluation: Lightning validates every ``eval_every`` epochs
 (``check_val_every_n_epoch``); the first and the last epoch, which the native
@@ -29,16 +30,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Sequence
-
 import warnings
+from collections.abc import Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
@@ -47,15 +45,15 @@ from hydra.types import RunMode
 
 from hreg.checkpoint import CheckpointHook, checkpoint_dir
 from hreg.data import Split, Splits
+from hreg.early_stopping import EarlyStopping as NativeEarlyStopping
 from hreg.errors import UserError
-from hreg.hooks import EpochStats, Hook, RunContext, StopRun
-from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, is_eval_epoch
+from hreg.hooks import EpochStats, Hook, RunContext
+from hreg.lifecycle import Lifecycle, ending
 from hreg.metrics import EVAL_CHUNK, SPLITS
-from hreg.monitor import TensorBoardMonitor
 from hreg.result import Status
 from hreg.rundir import is_worker_process
-from hreg.stopping import EarlyStopping as NativeEarlyStopping
-from hreg.stopping import StopRequest, deferred_interrupts
+from hreg.schedule import batch_bounds, is_eval_epoch
+from hreg.stops import EarlyStopped, Interrupted, StopRequest, StopRun, deferred_signals
 
 # Lightning 2.6 asks torch 2.14's pytree in a deprecated way at every fit: not the user's business.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
@@ -216,32 +214,31 @@ class RegularizedClassifier(L.LightningModule):
         return self._metrics()
 
 
-class RunRecord(Callback):
-    """hreg's bookkeeping at the end of each Lightning epoch: the run record, hreg's hooks, stop requests.
+class LifecycleCallback(Callback):
+    """The run's lifecycle at the end of each Lightning epoch: the record, hreg's hooks, stop requests.
 
     With several processes, the first one (global rank 0) keeps the record and runs the hooks; its
     decision to stop (diverged, pruned, a signal) is broadcast, so that every process stops together.
     """
 
-    def __init__(self, ctx: RunContext, hooks: Sequence[Hook], data: MNISTDataModule) -> None:
-        self.ctx, self.hooks, self.data = ctx, hooks, data
+    def __init__(self, run: Lifecycle, data: MNISTDataModule) -> None:
+        self.run, self.data = run, data
         self.stop: StopRun | None = None
-        self.started = time.perf_counter()
         self.stop_request: StopRequest | None = None  # set by fit: Ctrl-C and SIGTERM, checked between epochs
 
     def on_train_start(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
-        self.started = time.perf_counter()
         if trainer.is_global_zero:
-            begin_run(self.ctx, self.hooks, 1)
+            self.run.begin()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: RegularizedClassifier) -> None:
-        cfg, epoch = self.ctx.cfg, trainer.current_epoch + 1
+        cfg, epoch = self.run.ctx.cfg, trainer.current_epoch + 1
         if trainer.is_global_zero:
             metrics = module.evaluated
             if metrics is None and is_eval_epoch(epoch, cfg.epochs, cfg.eval_every):
                 metrics = module.evaluate_now(self.data)
             try:
-                end_epoch(self.ctx, self.hooks, epoch, module.epoch_stats(), metrics, self.wall_time())
+                self.run.end_epoch(epoch, module.epoch_stats(), metrics)
+                self.run.judge(epoch)
                 if self.stop_request is not None:
                     self.stop_request.check(epoch)
             except StopRun as stop:
@@ -251,24 +248,20 @@ class RunRecord(Callback):
             stopping = trainer.strategy.broadcast(stopping, src=0)
         trainer.should_stop = trainer.should_stop or stopping
 
-    def wall_time(self) -> float:
-        return time.perf_counter() - self.started
 
-
-def build_trainer(ctx: RunContext, record: RunRecord) -> tuple[L.Trainer, EarlyStopping | None]:
-    """A Trainer for the run: the ``engine.trainer`` settings, with the schedule, device, logger and callbacks
-    the rest of the config asks for."""
+def build_trainer(ctx: RunContext, callback: LifecycleCallback) -> tuple[L.Trainer, EarlyStopping | None]:
+    """A Trainer for the run: the ``engine.trainer`` settings, with the schedule, device and callbacks
+    the rest of the config asks for. No Lightning logger: hreg's monitor writes the event files."""
     cfg = ctx.cfg
     mode = "max" if cfg.objective.endswith("_acc") else "min"
     checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(ctx.run_dir), filename="best", monitor=cfg.objective,
                                   mode=mode, save_last=True, save_top_k=1, auto_insert_metric_name=False,
                                   enable_version_counter=False)
-    callbacks: list[Callback] = [record, checkpoints]
+    callbacks: list[Callback] = [callback, checkpoints]
     stopping = None
     if cfg.early_stopping.patience:
         stopping = EarlyStopping(monitor=cfg.objective, mode=mode, patience=cfg.early_stopping.patience)
         callbacks.append(stopping)
-    monitored = any(isinstance(hook, TensorBoardMonitor) for hook in record.hooks)
     settings = dict(cfg.engine.trainer)
     settings.setdefault("accelerator", "gpu" if ctx.device.type == "cuda" else ctx.device.type)
     settings.setdefault("log_every_n_steps", 1)  # only the progress bar reads per-step values
@@ -278,8 +271,7 @@ def build_trainer(ctx: RunContext, record: RunRecord) -> tuple[L.Trainer, EarlyS
             check_val_every_n_epoch=cfg.eval_every,
             num_sanity_val_steps=0,
             use_distributed_sampler=False,  # MNISTDataModule shares the training split out itself
-            logger=TensorBoardLogger(save_dir=str(ctx.run_dir), name="", version="", default_hp_metric=False)
-            if monitored else False,
+            logger=False,
             callbacks=callbacks,
             **settings,
         )
@@ -289,7 +281,7 @@ def build_trainer(ctx: RunContext, record: RunRecord) -> tuple[L.Trainer, EarlyS
 
 
 def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
-    """Train ``ctx`` with Lightning; the same record and hook calls as ``loop.fit``."""
+    """Train ``ctx`` with Lightning, inside the same ``Lifecycle`` as ``engines.native.fit``."""
     # Lightning's lines once, formatted like every other line of the run (its own handlers would repeat them).
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
@@ -301,32 +293,31 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
     # A worker process of a distributed run trains and stops with the others; the first keeps the record.
     hooks = [] if is_worker_process() else [hook for hook in hooks if not isinstance(hook, REPLACED_BY_LIGHTNING)]
     data = MNISTDataModule(ctx.data, ctx.cfg.data.batch_size, ctx.cfg.seed)
-    record = RunRecord(ctx, hooks, data)
-    trainer, stopping = build_trainer(ctx, record)
+    run = Lifecycle(ctx, hooks)
+    callback = LifecycleCallback(run, data)
+    trainer, stopping = build_trainer(ctx, callback)
     if trainer.world_size > 1 and ctx.hydra is not None and ctx.hydra.mode == RunMode.MULTIRUN:
         raise UserError(f"engine.trainer asks for {trainer.world_size} processes a run: Lightning starts them by "
                         "running the command again, which a multirun (-m) cannot; run such a job on its own")
-    for hook in hooks:
-        if isinstance(hook, TensorBoardMonitor):  # hreg's histograms and scalars, through Lightning's logger
-            hook.writer = trainer.logger.experiment
-    status, error = Status.COMPLETED, None
+    failure: BaseException | None = None
     try:
-        with deferred_interrupts() as stop_request:
-            record.stop_request = stop_request
+        with deferred_signals() as stop_request:
+            callback.stop_request = stop_request
             trainer.fit(RegularizedClassifier(ctx), datamodule=data)
-        if record.stop is not None:
-            status, error = record.stop.status, str(record.stop)
-            ctx.result.exit_code = record.stop.exit_code
-        elif stopping is not None and stopping.stopped_epoch:
-            status, error = Status.EARLY_STOPPED, f"no better {ctx.cfg.objective} in {stopping.patience} evaluations"
-        elif trainer.interrupted:
-            status, error = Status.ABORTED, "interrupted inside Lightning"
-    except BaseException as failure:
-        status, error = Status.FAILED, repr(failure)
+        failure = callback.stop
+        if failure is None and stopping is not None and stopping.stopped_epoch:
+            failure = EarlyStopped(f"no better {ctx.cfg.objective} in {stopping.patience} evaluations")
+        elif failure is None and trainer.interrupted:  # Lightning caught a second signal mid-epoch
+            failure = KeyboardInterrupt()
+    except BaseException as error:
+        failure = error
         raise
     finally:
         if is_worker_process():
-            ctx.result.finish(status, error)
+            end = ending(failure)
+            ctx.result.finish(end.status, end.error)
         else:
-            end_run(ctx, hooks, status, error, record.wall_time())
-    return status
+            run.end(failure)
+    if isinstance(failure, Interrupted):
+        raise failure  # the entry point exits 128 + the signal, as for a native run
+    return ctx.result.status

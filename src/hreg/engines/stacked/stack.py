@@ -3,8 +3,7 @@
 Every member is an ordinary run: ``build.build_context`` builds its model
 (initialised from its own seed, so exactly as the native loop would), its
 optimizer, penalty, augmentation and split; ``build.build_hooks`` its hooks;
-and ``loop.begin_run`` / ``end_epoch`` / ``end_run`` keep its record, as for a
-native run. Only the arithmetic is shared: the members' weights are stacked
+and its own ``lifecycle.Lifecycle`` keeps its record, as for a native run. Only the arithmetic is shared: the members' weights are stacked
 (``StackedMLP``), an epoch trains all of them batch by batch, and an evaluation
 runs all of them over the splits. A member's ``ctx.model`` is a copy that is
 refreshed when a hook needs it (``Hook.needs_model``) and at its end.
@@ -16,8 +15,11 @@ member's draws are its own rows of each draw (members sit in the order of
 ``_stack_order``), so its trajectory depends on its stack-mates the way a
 change of seed would, and the same sweep rerun gives the same metrics on the CPU.
 
-A member that diverges, is pruned or stops early ends there, and the stack
-goes on without it (its rows are dropped: it costs nothing more).
+A member that diverges, is pruned, stops early or fails (a hook raised) ends
+there, alone, and the stack goes on without it (its rows are dropped: it costs
+nothing more). At each epoch every member reports (``Lifecycle.end_epoch``)
+before any is judged (``Lifecycle.judge``), so that a pruner's verdict does not
+depend on the members' order in the stack.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -35,33 +37,51 @@ import torch.nn.functional as F
 
 from hreg.augment import AugmentSettings, BatchAugment
 from hreg.data import Split, Splits
-from hreg.hooks import EpochStats, Hook, RunContext, StopRun
-from hreg.graph import EpochGraph
-from hreg.loop import batch_bounds, begin_run, end_epoch, end_run, epoch_stats, graph_wanted, is_eval_epoch
+from hreg.engines.graph import EpochGraph, graph_wanted
+from hreg.engines.stacked.model import Norm, StackedMLP, norm_of, span
+from hreg.engines.stacked.optim import StackedOptimizer
+from hreg.hooks import EpochStats, Hook, RunContext
+from hreg.lifecycle import Lifecycle
 from hreg.metrics import PROBE_SIZE, SPLITS, Probe, log_probs_entropy, logits_entropy, probe_set
 from hreg.progress import Progress
-from hreg.result import Status
-from hreg.stacked.model import Norm, StackedMLP, norm_of, span
-from hreg.stacked.optim import StackedOptimizer
-from hreg.stopping import Interrupted, deferred_interrupts
+from hreg.schedule import batch_bounds, is_eval_epoch
+from hreg.stops import StopRun, deferred_signals
 
 log = logging.getLogger("hreg")
 
-#: Images per evaluation pass of a stack. On a CPU, small enough that every member's activations stay
-#: in the caches (measured here: 2048 rows evaluate 1.3x faster per member than the native loop; 20000
-#: rows, 0.8x); on a GPU, large enough that a pass is a few big kernels.
-EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
+#: Images per evaluation pass of a stack (``metrics.EVAL_CHUNK`` is one model's). On a CPU, small
+#: enough that every member's activations stay in the caches; on a GPU, large enough that a pass is a
+#: few big kernels.
+STACK_EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
+
+
+@dataclass
+class MemberContext(RunContext):
+    """A member's RunContext: its snapshot measurements come from the stack, which takes them for every
+    member at once (its own ``model`` is a copy, refreshed when a hook reads it)."""
+
+    stack: Stack | None = None
+
+    def probe(self) -> Probe:
+        return self.stack.probe(self)
+
+    def entropy(self) -> torch.Tensor:
+        return self.stack.probe(self).entropy
 
 
 @dataclass
 class Member:
-    """One run of a stack: its context and hooks, and its own log lines (in its own train.log)."""
+    """One run of a stack: its context and hooks, and its own log lines (in its own train.log).
+
+    ``failure`` is the exception that failed this member alone (a hook raised), for its job's return.
+    """
 
     name: str
     ctx: RunContext
     hooks: list[Hook]
     progress: Progress = field(init=False)
-    done: bool = False
+    run: Lifecycle = field(init=False)
+    failure: Exception | None = None
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.ctx.cfg.epochs, 1, self.ctx.log, bar=False)
@@ -123,10 +143,11 @@ class Stack:
         self.probe_rows = (torch.stack([torch.from_numpy(s.val_index[:PROBE_SIZE]) for s in self.splits]).to(self.device)
                            if len(first.val) else None)
 
-        self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member)
+        self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member ctx)
         self._pool_entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, pool), if any
         for member in self.members:
-            member.ctx.prober = functools.partial(self.probe, member)
+            member.ctx = MemberContext(**{f.name: getattr(member.ctx, f.name) for f in fields(RunContext)}, stack=self)
+            member.run = Lifecycle(member.ctx, member.hooks, sync_model=functools.partial(self.write, member))
 
     def _column(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=self.device)
@@ -171,10 +192,10 @@ class Stack:
         rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
         batches = len(batch_bounds(self.train_size, self.batch_size))
         if not self.graphed:
-            return epoch_stats(self.train_batches(rows), batches)
+            return EpochStats.from_sums(self.train_batches(rows), batches)
         if self.graph is None:
             self.graph = EpochGraph(self.train_batches, rows, self._state)
-        return epoch_stats(self.graph(rows), batches)
+        return EpochStats.from_sums(self.graph(rows), batches)
 
     def _state(self) -> list[torch.Tensor]:
         """Everything an epoch changes: weights, BatchNorm statistics, optimizer state."""
@@ -186,8 +207,8 @@ class Stack:
         """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
         k, n = len(self), self.train_size
         sums = torch.zeros(2, k, device=self.device)
-        # The batches' images, gathered into one buffer for the epoch: on a CPU a fresh 11 MB tensor a batch
-        # made the gather 3x slower (7% of an epoch of 12 members).
+        # The batches' images, gathered into one buffer for the epoch: on a CPU a fresh tensor for each
+        # batch makes the gather several times slower.
         images = torch.empty(k * min(self.batch_size, n), self.train_x.shape[1], device=self.device)
         for start, stop in batch_bounds(n, self.batch_size):
             index = rows[:, start:stop].reshape(-1)
@@ -214,7 +235,7 @@ class Stack:
                 yield splits, members
 
     def _chunk(self) -> int:
-        return EVAL_CHUNK.get(self.device.type, EVAL_CHUNK["cpu"])
+        return STACK_EVAL_CHUNK.get(self.device.type, STACK_EVAL_CHUNK["cpu"])
 
     def _predictor(self, members: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``StackedMLP.predictor`` for these members (positions, ascending: the whole stack needs no gathering)."""
@@ -260,11 +281,11 @@ class Stack:
 
     # --- snapshots -------------------------------------------------------------------------------
 
-    def probe(self, member: Member) -> Probe:
-        """``member``'s snapshot measurements (``RunContext.probe``), taken for every member at once."""
+    def probe(self, ctx: MemberContext) -> Probe:
+        """A member's snapshot measurements (``RunContext.probe``), taken for every member at once."""
         if self._probes is None:
-            self._probes = {id(m): p for m, p in zip(self.members, self._probe_all())}
-        return self._probes[id(member)]
+            self._probes = {id(m.ctx): p for m, p in zip(self.members, self._probe_all())}
+        return self._probes[id(ctx)]
 
     def _probe_all(self) -> list[Probe]:
         """Every member's input gradients and entropy, as ``metrics.probe`` measures one model's.
@@ -299,9 +320,10 @@ class Stack:
 
     # --- members in and out ------------------------------------------------------------------------
 
-    def write_member(self, position: int) -> None:
-        """Refresh member ``position``'s own model and optimizer from the stack."""
-        ctx = self.members[position].ctx
+    def write(self, member: Member) -> None:
+        """Refresh ``member``'s own model and optimizer from the stack."""
+        position = self.members.index(member)
+        ctx = member.ctx
         self.model.write_member(position, ctx.model, batches=self.optimizer.steps)
         self.optimizer.export(position, ctx.optimizer, self.model.owned(position))
 
@@ -321,86 +343,171 @@ class Stack:
         self.graph = None  # it holds the old tensors: captured again at the next epoch
 
 
+class StackRun:
+    """One stack trained an epoch at a time (``step``), so that a pool of stacks can take turns.
+
+    Each member lives in its own ``Lifecycle``: at each epoch every member
+    reports, then every member is judged, then the members that stopped end
+    and leave the stack. With ``own_random_state``, the stack draws from its own
+    copy of torch's random state (seeded with ``seed``), so that its members'
+    runs are the same whatever other stacks train between its epochs; without,
+    it seeds torch's global generator once (a stack alone in its process).
+    """
+
+    def __init__(self, members: Sequence[Member], seed: int, own_random_state: bool = False,
+                 console: bool = True) -> None:
+        self.members = list(members)
+        self.stack = Stack(members)
+        self.cfg = members[0].ctx.cfg
+        self.epoch = 0
+        self.started = time.perf_counter()
+        self.spent = {"training": 0.0, "evaluation": 0.0, "records and hooks": 0.0}  # for the closing log line
+        self.console = StackProgress(len(members), self.cfg.epochs, bar=console)
+        device = self.stack.device
+        self.cuda = [device] if device.type == "cuda" else []
+        self.random_state: list[torch.Tensor] | None = None
+        if own_random_state:
+            with torch.random.fork_rng(devices=self.cuda):
+                torch.manual_seed(seed)
+                self.random_state = self._get_random_state()
+        else:
+            torch.manual_seed(seed)
+        self.stopped: dict[int, BaseException] = {}  # the members that end at this step, by id, and why
+        for member in self.stack.members:
+            self._step(member, member.run.begin)
+        self.ended = self._drop_stopped()
+
+    @property
+    def done(self) -> bool:
+        return not len(self.stack)
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+    def _get_random_state(self) -> list[torch.Tensor]:
+        return [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in self.cuda)]
+
+    def _set_random_state(self, state: list[torch.Tensor]) -> None:
+        torch.set_rng_state(state[0])
+        for d, s in zip(self.cuda, state[1:]):
+            torch.cuda.set_rng_state(s, d)
+
+    def _timed(self, part: str, since: float) -> float:
+        now = time.perf_counter()
+        self.spent[part] += now - since
+        return now
+
+    def _step(self, member: Member, action: Callable[[], None]) -> None:
+        """One lifecycle step of a member; a stop or a failure of its own ends that member alone."""
+        try:
+            action()
+        except StopRun as stop:
+            self.stopped[id(member)] = stop
+        except Exception as failure:
+            member.failure = self.stopped[id(member)] = failure
+            log.error("%s failed: %r", member.name, failure)
+
+    def _finish(self, member: Member, failure: BaseException | None) -> None:
+        member.progress.close()
+        try:
+            end = member.run.end(failure)
+        except Exception as error:  # a hook's on_end raised (the record is saved): this member fails alone
+            member.failure = member.failure or error
+            log.error("%s failed at its end: %r", member.name, error)
+            return
+        if end.error:
+            log.info("%s: %s at epoch %d: %s", member.name, end.status, member.ctx.result.epochs_completed, end.error)
+
+    def _drop_stopped(self) -> list[Member]:
+        ended = [m for m in self.stack.members if id(m) in self.stopped]
+        for member in ended:
+            self._finish(member, self.stopped[id(member)])
+        if ended:
+            self.stack.keep([p for p, m in enumerate(self.stack.members) if id(m) not in self.stopped])
+        self.stopped.clear()
+        return ended
+
+    def step(self) -> list[Member]:
+        """Train the next epoch; returns the members that ended with it (all that remain after the last)."""
+        if self.random_state is None:
+            return self._epoch()
+        with torch.random.fork_rng(devices=self.cuda):
+            self._set_random_state(self.random_state)
+            try:
+                return self._epoch()
+            finally:
+                self.random_state = self._get_random_state()
+
+    def _epoch(self) -> list[Member]:
+        stack, cfg = self.stack, self.cfg
+        self.epoch = epoch = self.epoch + 1
+        tick = time.perf_counter()
+        stats = stack.train_epoch()
+        tick = self._timed("training", tick)
+        evaluated = is_eval_epoch(epoch, cfg.epochs, cfg.eval_every)
+        metrics = stack.evaluate() if evaluated else [None] * len(stack)
+        tick = self._timed("evaluation", tick)
+        for position, member in enumerate(stack.members):  # every member reports ...
+            self._step(member, functools.partial(member.run.end_epoch, epoch, stats[position], metrics[position]))
+        for member in stack.members:  # ... before any is judged
+            if id(member) not in self.stopped:
+                self._step(member, functools.partial(member.run.judge, epoch))
+        for member in stack.members:
+            if id(member) not in self.stopped:
+                member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
+        ended = self._drop_stopped()
+        if epoch == cfg.epochs:
+            ended += self.stop(None)
+        self._timed("records and hooks", tick)
+        self.console.epoch_done(epoch, self.console.summary(stack) if evaluated else None)
+        return ended
+
+    def stop(self, failure: BaseException | None) -> list[Member]:
+        """End every member still training: completed (None), interrupted (``Interrupted``) or failed.
+
+        After an exception mid-epoch no member's model is taken from the stack (the model is between two
+        states: the last periodic ``last.pt`` stands, ``best.pt`` as kept)."""
+        ended = [m for m in self.stack.members if not m.run.over]
+        for member in ended:
+            self._finish(member, failure)
+        self.stack.keep([])
+        return ended
+
+    def close(self) -> None:
+        """Let go of the stack's tensors (each member's context held the stack) and log where the time went."""
+        for member in self.members:
+            member.ctx.stack = None
+            member.run.sync_model = None
+        self.console.close()
+        log.info("stack of %d: %.1f s (%s)", len(self.members), time.perf_counter() - self.started,
+                 ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.spent.items()))
+
+
 def fit_stack(members: Sequence[Member], seed: int) -> None:
     """Train every member to its end; each one's record, hooks and files are kept as the native loop keeps them.
 
-    A clean stop on a signal ends every member interrupted (checkpointed) and
-    raises ``Interrupted`` for the launcher to exit with.
+    A member that stops (a ``StopRun``) or fails (an exception in its hooks) ends
+    alone. A clean stop on a signal ends every member interrupted
+    (checkpointed) and raises ``Interrupted`` for the launcher to exit with.
     """
-    stack = Stack(members)
-    cfg = members[0].ctx.cfg
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    console = StackProgress(len(members), cfg.epochs)
-    spent = {"training": 0.0, "evaluation": 0.0, "records and hooks": 0.0}  # for the closing log line
-
-    def timed(part: str, since: float) -> float:
-        now = time.perf_counter()
-        spent[part] += now - since
-        return now
-
-    def end(position: int, status: Status, error: str | None) -> None:
-        member = stack.members[position]
-        member.done = True
-        stack.write_member(position)
-        member.progress.close()
-        end_run(member.ctx, member.hooks, status, error, time.perf_counter() - started)
-        if error:
-            log.info("%s: %s at epoch %d: %s", member.name, status, member.ctx.result.epochs_completed, error)
-
-    try:
-        with deferred_interrupts() as stop_request:
-            for member in members:
-                begin_run(member.ctx, member.hooks, 1)
-            for epoch in range(1, cfg.epochs + 1):
-                tick = time.perf_counter()
-                stats = stack.train_epoch()
-                tick = timed("training", tick)
-                evaluated = is_eval_epoch(epoch, cfg.epochs, cfg.eval_every)
-                metrics = stack.evaluate() if evaluated else [None] * len(stack)
-                tick = timed("evaluation", tick)
-                going = []
-                for position, member in enumerate(stack.members):
-                    try:
-                        end_epoch(member.ctx, member.hooks, epoch, stats[position], metrics[position],
-                                  time.perf_counter() - started, lambda p=position: stack.write_member(p))
-                        member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
-                        going.append(position)
-                    except StopRun as stop:
-                        end(position, stop.status, str(stop))
-                if len(going) < len(stack):
-                    stack.keep(going)
-                timed("records and hooks", tick)
-                console.epoch_done(epoch, console.summary(stack) if evaluated else None)
-                if not len(stack):
-                    break
-                stop_request.check(epoch)
-            for position in range(len(stack)):
-                end(position, Status.COMPLETED, None)
-    except Interrupted as stop:
-        for position in range(len(stack)):
-            stack.members[position].ctx.result.exit_code = stop.exit_code
-            end(position, Status.INTERRUPTED, str(stop))
-        raise
-    except BaseException as failure:
-        status = Status.ABORTED if isinstance(failure, KeyboardInterrupt) else Status.FAILED
-        for member in stack.members:  # mid-epoch: no last.pt (the last periodic one stands), best.pt as kept
-            if not member.done:
-                end_run(member.ctx, member.hooks, status, repr(failure), time.perf_counter() - started)
-        raise
-    finally:
-        for member in members:  # each held the stack (its prober): the stack's tensors go now, not at a later GC
-            member.ctx.prober = None
-        console.close()
-        log.info("stack of %d: %.1f s (%s)", len(members), time.perf_counter() - started,
-                 ", ".join(f"{part} {seconds:.1f} s" for part, seconds in spent.items()))
+    with deferred_signals() as stop_request:
+        run = StackRun(members, seed)
+        try:
+            while not run.done:
+                run.step()
+                stop_request.check(run.epoch)
+        except BaseException as failure:
+            run.stop(failure)
+            raise
+        finally:
+            run.close()
 
 
 class StackProgress(Progress):
     """The stack's own progress on the console: a bar on a terminal, about ten log lines."""
 
-    def __init__(self, size: int, epochs: int) -> None:
-        super().__init__(epochs, 1, log)
+    def __init__(self, size: int, epochs: int, bar: bool = True) -> None:
+        super().__init__(epochs, 1, log, bar=bar)
         self.size = size
 
     def summary(self, stack: Stack) -> dict[str, float]:

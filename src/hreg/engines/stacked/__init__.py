@@ -2,7 +2,7 @@
 
 - ``grouping``: which jobs can share a stack.
 - ``model``: K MLPs as stacked tensors; ``optim``: Adam, AdamW and SGD over them, per-member numbers.
-- ``engine``: one epoch and one evaluation of a stack, and ``fit_stack``, the per-member bookkeeping.
+- ``stack``: one epoch and one evaluation of a stack, and ``fit_stack``, each member inside its own lifecycle.
 - ``launcher``: what the Hydra launcher plugin (hydra_plugins/hreg_plugins/stacked_launcher.py) does
   with a batch of jobs.
 """

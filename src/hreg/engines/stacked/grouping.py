@@ -23,8 +23,8 @@ from collections.abc import Hashable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from hreg.engine import engine_name
-from hreg.stacked.optim import stackable
+from hreg.engines import engine_name
+from hreg.engines.stacked.optim import stackable
 
 MODEL = "hreg.model.MLP"
 PENALTY = "hreg.regularizer.WeightPenalty"
