@@ -24,17 +24,17 @@ from torch import nn
 from hreg import checkpoint
 from hreg.build import build_context, build_hooks
 from hreg.hooks import Hook
-from hreg.loop import fit, train_epoch
+from hreg.engines.native import fit, train_epoch
 from hreg.data import build_data
 from hreg.metrics import evaluate_all, prediction_entropy, probe, probe_set, weight_stats
 from hreg.model import MLP
 from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
-from hreg.stacked.engine import Member, Stack, fit_stack
-from hreg.stacked.grouping import plan_stacks, stack_key
-from hreg.stacked.launcher import ComposedOnce, default_max_members
-from hreg.stacked.model import ReluDropout, StackedMLP
-from hreg.stacked.optim import StackedOptimizer
+from hreg.engines.stacked.stack import Member, Stack, fit_stack
+from hreg.engines.stacked.grouping import plan_stacks, stack_key
+from hreg.engines.stacked.launcher import ComposedOnce, default_max_members
+from hreg.engines.stacked.model import ReluDropout, StackedMLP
+from hreg.engines.stacked.optim import StackedOptimizer
 from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train
 
 FAST = ("data.train_fraction=0.02", "eval_every=1")
@@ -195,7 +195,7 @@ def test_a_stack_evaluates_each_member_on_its_own_split(tmp_path):
     stack = Stack(members)
     stack.train_epoch()
     for position, (member, got) in enumerate(zip(stack.members, stack.evaluate())):
-        stack.write_member(position)
+        stack.write(member)
         expected = evaluate_all(member.ctx.model, member.ctx.data)
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, abs=1e-5), (member.name, key)
@@ -236,7 +236,7 @@ def test_a_stack_probes_each_member_as_the_native_monitor_probes_its_model(tmp_p
 
     before = [t.clone() for t in state()]
     for position, member in enumerate(stack.members):
-        stack.write_member(position)
+        stack.write(member)
         got, expected = member.ctx.probe(), probe(member.ctx.model, member.ctx.data, 300)
         assert got.input_grads.keys() == expected.input_grads.keys() == {"fc1", "fc2", "fc3", "fc4"}
         for name, grad in expected.input_grads.items():
@@ -471,10 +471,11 @@ def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(t
             "regularizer=none", "augment=none", "model/norm=none", "model.dropout=0.0", "hydra/sweeper/sampler=random")
     first = run_train(*args, "hydra.sweeper.n_trials=3", "optimizer.lr=1e-3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    # Three more trials, as a batch; those with a learning rate too small to learn are pruned at epoch 1.
+    # Three more trials; those with a learning rate too small to learn are pruned at epoch 1 (the rung pruner
+    # of stacks, keeping the better half of the six trials' values there).
     second = run_train(*args, "hydra.sweeper.n_trials=6", "optimizer.lr=choice(1e-2,1e-7)",
-                       "hydra.sweeper.sampler.seed=1", "search.pruner.n_startup_trials=1",
-                       "search.pruner.n_warmup_steps=0", cwd=tmp_path)
+                       "hydra.sweeper.sampler.seed=1", "search.stacked_pruner.min_resource=1",
+                       "search.stacked_pruner.reduction_factor=2", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     study = optuna.load_study("st", storage=database_url(tmp_path / "multirun" / "optuna" / "st"))
     assert len(study.trials) == 6

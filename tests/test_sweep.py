@@ -24,7 +24,8 @@ from hreg.search.space import suggest
 from hreg.search.study import (
     FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url, job_key,
 )
-from hreg.search.trial import TrialEnded, TrialReporter
+from hreg.search.trial import TrialReporter
+from hreg.stops import Lost
 from hreg.search.summary import main as hreg_study
 from tests.conftest import compose_config, one_error_line, read_result, run_train
 
@@ -227,7 +228,7 @@ def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_tri
     new = sampled("second")  # and asked one in its place: same overrides, same job number
     late = TrialReporter.connect(job("first", "first/0"))  # the first sweeper's job, starting only now
     assert late.trial.number == old.number, "it never takes the new sweeper's trial"
-    with pytest.raises(TrialEnded):
+    with pytest.raises(Lost):
         late.on_epoch_end(None, 1, None, {"val_acc": 0.5}, True)
     current = TrialReporter.connect(job("second", "second/0"))
     assert current.trial.number == new.number
@@ -235,3 +236,22 @@ def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_tri
     again = TrialReporter.connect(job("second", "second/0"))  # the same job started again (requeued)
     assert again.trial.number == new.number
     assert TrialReporter.connect(job("second", "elsewhere/0")) is None, "a claimed trial is not taken twice"
+
+
+def test_the_sweep_loop_uses_the_plugins_helpers_as_they_are():
+    """hreg's loop (search/loop.py) calls these helpers of hydra-optuna-sweeper: a version that renames or
+    reshapes them fails here first."""
+    import inspect
+
+    from hydra_plugins.hydra_optuna_sweeper import _impl
+
+    def params(function) -> list[str]:
+        return list(inspect.signature(function).parameters)
+
+    impl = _impl.OptunaSweeperImpl
+    assert params(_impl.create_params_from_overrides) == ["arguments"]
+    assert params(impl._configure_trials) == ["self", "trials", "search_space_distributions", "fixed_params"]
+    assert params(impl._process_searchspace_config) == params(impl._parse_sweeper_params_config) == ["self"]
+    assert params(impl._get_directions) == ["self"] and params(impl._to_grid_sampler_choices) == ["self", "distribution"]
+    distributions, fixed = _impl.create_params_from_overrides(["x=range(1,3)", "y=choice(a,b)", "z=5"])
+    assert set(distributions) == {"x", "y"} and fixed == {"z": "5"}

@@ -32,11 +32,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hreg import rundir
 from hreg.config import validate
-from hreg.errors import exit_on_error
+from hreg.cli import exit_on_error
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
 from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url
-from hreg.search.trial import build_pruner
+from hreg.search.trial import build_pruner, stacked
 
 log = logging.getLogger("hreg")
 
@@ -51,20 +51,22 @@ def _given(overrides: list[str]) -> set[str]:
 
 
 def _check_pruner(config: DictConfig) -> None:
-    """Build ``search.pruner`` once, before any trial: a mistake there would otherwise fail every job."""
+    """Build the sweep's pruner once, before any trial: a mistake there would otherwise fail every job."""
     import optuna
 
-    pruner_cfg = config.search.pruner
+    on_stacks = stacked(config.hydra)
+    key = "stacked_pruner" if on_stacks else "pruner"
+    pruner_cfg = config.search.get(key)
     if pruner_cfg is not None and not (isinstance(pruner_cfg, DictConfig) and "_target_" in pruner_cfg):
-        raise SearchError(f"search.pruner={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")
-    target = OmegaConf.select(config, "search.pruner._target_", default=None)
+        raise SearchError(f"search.{key}={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")
+    target = OmegaConf.select(config, f"search.{key}._target_", default=None)
     try:
-        pruner = build_pruner(config.search)
+        pruner = build_pruner(config.search, on_stacks)
     except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SearchError(f"search.pruner (_target_={target}): cannot be built: {cause}") from None
+        raise SearchError(f"search.{key} (_target_={target}): cannot be built: {cause}") from None
     if not isinstance(pruner, optuna.pruners.BasePruner):
-        raise SearchError(f"search.pruner (_target_={target}): not an optuna pruner")
+        raise SearchError(f"search.{key} (_target_={target}): not an optuna pruner")
 
 
 def _open_study(name: str, url: str, direction: str, attempts: int = 5):
@@ -170,15 +172,19 @@ class OptunaSearch(Callback):
 
     def _resume(self, config: DictConfig) -> None:
         """Fail the trials a crash left running; ask only for the trials still missing."""
-        from optuna.trial import Trial, TrialState
+        from optuna.storages import RDBStorage
+        from optuna.trial import TrialState
 
         sweeper = config.hydra.sweeper
         url = storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         study = _open_study(sweeper.study_name, url, str(sweeper.direction))
+        storage = RDBStorage(url)
+        study_id = storage.get_study_id_from_name(sweeper.study_name)
         lost = set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            Trial(study, trial._trial_id).set_system_attr(STATUS_ATTR, Status.LOST.value)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_system_attr(trial_id, STATUS_ATTR, Status.LOST.value)
             study.tell(trial.number, state=TrialState.FAIL)
             lost.add(trial.number)  # whatever its status says by now (its worker may still be writing it)
             log.warning("optuna: trial %d was left running by an earlier sweep; marked failed", trial.number)
@@ -192,5 +198,5 @@ class OptunaSearch(Callback):
             sweeper.study_name, url, len(done), remaining, sweeper.n_trials,
         )
         sweeper.n_trials = remaining
-        sweeper.storage = {"_target_": "hreg.search.storage.SweepStorage", "url": url}
+        sweeper.storage = url
 

@@ -1,4 +1,8 @@
-"""The plugin's Optuna sweeper, ending cleanly when no trial completed.
+"""The plugin's Optuna sweeper with hreg's sweep loop (``hreg.search.loop``), ending cleanly when no trial completed.
+
+The loop tells each trial what its run recorded (a pruned run's trial ends
+PRUNED) and, with ``hydra/launcher=stacked``, asks trials one by one as slots
+of the launcher's pool free up.
 
 At its end the plugin asks the study for its best trial, which raises when no
 trial completed (every trial diverged or was pruned, or ``n_trials=0``). Here
@@ -23,10 +27,12 @@ RESULTS_FILE = "optimization_results.yaml"
 class OptunaSweeper(PluginSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
-            return super().sweep(arguments)
+            from hreg.search.loop import Sweep
+
+            return Sweep(self.sweeper, arguments).run()
         except ValueError as error:
             if "dynamic value space" in str(error):  # the study's trials sampled other choices
-                from hreg.errors import exit_on_error
+                from hreg.cli import exit_on_error
                 from hreg.search.study import SearchError
 
                 with exit_on_error("hreg"):
