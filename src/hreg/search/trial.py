@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.result import Status
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def stacked(hydra: DictConfig) -> bool:
     """Whether a sweep's trials train on stacks (``hydra/launcher=stacked``: the pool)."""
-    return "stacked_launcher" in str(hydra.launcher.get("_target_", ""))
+    return "stacked_launcher" in str(OmegaConf.select(hydra, "launcher._target_", default=""))
 
 
 def build_pruner(search: DictConfig, on_stacks: bool = False):
