@@ -41,7 +41,12 @@ def test_the_rung_pruner_judges_a_lockstep_stack_the_same_in_any_order():
 
 def test_the_rung_pruner_judges_only_at_its_rungs_and_compares_with_every_trial_there():
     pruner = RungPruner(min_resource=10, reduction_factor=3, min_trials=2)
-    assert [pruner.rung_of(s) for s in (5, 10, 20, 30, 90, 270)] == [None, 0, None, 1, 2, 3]
+    # (the report before, this report) -> the rung's epoch it reaches: evaluations every 10 epochs with rungs
+    # at 25 and 75 judge rung 25 at epoch 30 and rung 75 at epoch 80.
+    assert [pruner.threshold(*pair) for pair in ((1, 5), (5, 10), (10, 20), (20, 30), (80, 90), (260, 270))] == [
+        None, 10, None, 30, 90, 270]
+    unaligned = RungPruner(min_resource=25, reduction_factor=3)
+    assert [unaligned.threshold(s - 10, s) for s in (20, 30, 40, 70, 80, 90)] == [None, 25, None, None, 75, None]
     study = optuna.create_study(direction="maximize", pruner=pruner)
     old = study.ask()
     old.report(0.9, 10)

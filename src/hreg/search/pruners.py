@@ -47,26 +47,39 @@ class RungPruner(BasePruner):
         self.reduction_factor = reduction_factor
         self.min_trials = min_trials
 
-    def rung_of(self, step: int) -> int | None:
-        """The rung whose epoch ``step`` is, or None."""
-        rung, epoch = 0, self.min_resource
-        while epoch < step:
-            rung, epoch = rung + 1, epoch * self.reduction_factor
-        return rung if epoch == step else None
+    def threshold(self, previous: int | None, step: int) -> int | None:
+        """The epoch of the rung that a report at ``step`` reaches (the first report at or past it), or None.
+
+        ``previous`` is the trial's report before this one: a rung between two evaluations (rungs at
+        25 and 75 with ``eval_every=10``) is judged at the first evaluation past it."""
+        epoch = self.min_resource
+        while epoch < step and not (previous is not None and previous < epoch):
+            epoch *= self.reduction_factor
+        reached = epoch <= step and (previous is None or previous < epoch)
+        return epoch if reached else None
+
+    @staticmethod
+    def value_at(trial: FrozenTrial, threshold: int) -> float | None:
+        """A trial's value at a rung: its first report at or past the rung's epoch."""
+        steps = [s for s in trial.intermediate_values if s >= threshold]
+        return trial.intermediate_values[min(steps)] if steps else None
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
-        if step is None or self.rung_of(step) is None:
+        if step is None:
+            return False
+        earlier = [s for s in trial.intermediate_values if s < step]
+        threshold = self.threshold(max(earlier) if earlier else None, step)
+        if threshold is None:
             return False
         value = trial.intermediate_values[step]
         if math.isnan(value):
             return True
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        values = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=states)
-                  if step in t.intermediate_values and not math.isnan(t.intermediate_values[step])]
+        values = [v for t in study.get_trials(deepcopy=False, states=states)
+                  if (v := self.value_at(t, threshold)) is not None and not math.isnan(v)]
         if len(values) < self.min_trials:
             return False
         kept = max(1, len(values) // self.reduction_factor)
         best = sorted(values, reverse=study.direction == StudyDirection.MAXIMIZE)[kept - 1]
-        worse = value < best if study.direction == StudyDirection.MAXIMIZE else value > best
-        return worse
+        return value < best if study.direction == StudyDirection.MAXIMIZE else value > best
