@@ -216,8 +216,8 @@ class RunResult:
         """result.json's text, exactly ``_indented(self.to_dict())``, each evaluation encoded once.
 
         json's indented encoder is pure Python, and a run saves its record at every evaluation with
-        the whole history in it: re-encoding that took 1.7 of a save's 3 ms at 101 evaluations,
-        for every member of a stack. The newest evaluation is encoded at each save; an older one
+        the whole history in it: re-encoding it would be most of a save's time late in a run,
+        for every member of a stack (``benchmarks/bench_bookkeeping.py``). The newest evaluation is encoded at each save; an older one
         once, at the first save after the next evaluation is recorded (its hooks have run by then),
         and its text kept. So an evaluation must not change once the next one is recorded (nothing
         changes it; a replaced or shortened history is noticed and encoded anew).

@@ -1,8 +1,8 @@
 """The ``threads`` setting: how many CPU threads a job's torch may use, so that jobs running at once share the cores.
 
 torch sizes its thread pools to every core of the machine. Two such processes
-on the same cores spin against each other (measured on this project's 2-core
-machine: a training step went from 3.7 ms to 199 ms). With ``threads=auto`` a
+on the same cores spin against each other: a training step becomes many times
+slower (``benchmarks/README.md``). With ``threads=auto`` a
 job takes ``max(1, cores // jobs at once)`` threads, where
 
 * ``cores`` are the CPUs this process may run on: its affinity (taskset, a
@@ -104,9 +104,9 @@ def one_thread(when: bool = True) -> Iterator[None]:
     """torch on one thread for a while (``when`` it is asked for): for bookkeeping, whose torch work is small
     operations between Python and NumPy work (records, histograms, checkpoints).
 
-    torch's second thread sleeps during such work, and on this project's machine (a VM) a parallel
-    operation that must wake it waits about 5 ms: a 100,000-element add took 5.5 ms after a 50 ms pause,
-    0.4 ms on one thread. Nested uses, and processes on one thread, change nothing.
+    torch's other threads sleep during such work, and a parallel operation that must wake them waits
+    far longer than the operation itself takes on one thread (on a VM, milliseconds). Nested uses, and
+    processes on one thread, change nothing.
     """
     import torch
 

@@ -209,7 +209,7 @@ class StackedMLP:
         if norm.kind == "layernorm":  # over the features, made the last dimension: torch's kernel wants them dense
             normed = F.layer_norm(h.transpose(1, 2).contiguous(), h.shape[1:2], eps=norm.eps)
             out = torch.addcmul(shift.unsqueeze(1), normed, gain.unsqueeze(1)).transpose(1, 2)
-            return out.contiguous() if training else out  # ReLU's backward on the strided view: 5x slower
+            return out.contiguous() if training else out  # ReLU's backward on the strided view is much slower
         mean, var = p.running_mean[i][rows], p.running_var[i][rows]  # views: training updates the stack's own
         if training:  # each member's features are channels of their own: (1, K * features, B), statistics over B
             k, features, b = h.shape
@@ -269,7 +269,7 @@ class StackedMLP:
             with torch.no_grad():
                 h = torch.addmm(first_bias, first_weight, x.T).view(m, out, len(x))
                 logits = self._layers(h, p, training=False, first_done=True)  # (M, classes, N)
-                return logits.transpose(1, 2).contiguous()  # argmax over a strided dim is 10x slower here
+                return logits.transpose(1, 2).contiguous()  # argmax over a strided dim is much slower
 
         return predict
 
