@@ -36,7 +36,7 @@ class RungPruner(BasePruner):
     reported there (the first trial at a rung always goes on).
     """
 
-    def __init__(self, min_resource: int = 20, reduction_factor: int = 3, min_trials: int = 3) -> None:
+    def __init__(self, min_resource: int = 25, reduction_factor: int = 3, min_trials: int = 3) -> None:
         if not (isinstance(min_resource, int) and min_resource >= 1):
             raise ValueError(f"min_resource must be an integer >= 1, not {min_resource!r}")
         if not (isinstance(reduction_factor, int) and reduction_factor >= 2):
