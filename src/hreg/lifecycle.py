@@ -22,7 +22,6 @@ fails the run and goes on. The stacked engine keeps one per member and calls
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +32,6 @@ from hreg.metrics import MAX_ENTROPY, weight_stats
 from hreg.result import Status
 from hreg.stops import ABORTED_EXIT, Diverged, Interrupted, StopRun
 from hreg.threads import one_thread
-
-log = logging.getLogger("hreg")
 
 #: A run has diverged when its mean training cross-entropy over an epoch exceeds this (or is NaN or
 #: infinite): a hundred times what a model at chance scores (ln 10 = 2.3 nats). Such a run sits at

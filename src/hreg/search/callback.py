@@ -36,7 +36,7 @@ from hreg.cli import exit_on_error
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
 from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url
-from hreg.search.trial import build_pruner, stacked
+from hreg.search.trial import build_pruner, pruner_key, stacked
 
 log = logging.getLogger("hreg")
 
@@ -55,7 +55,7 @@ def _check_pruner(config: DictConfig) -> None:
     import optuna
 
     on_stacks = stacked(config.hydra)
-    key = "stacked_pruner" if on_stacks else "pruner"
+    key = pruner_key(on_stacks)
     pruner_cfg = config.search.get(key)
     if pruner_cfg is not None and not (isinstance(pruner_cfg, DictConfig) and "_target_" in pruner_cfg):
         raise SearchError(f"search.{key}={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")

@@ -80,7 +80,7 @@ class Sweep:
         (overrides,) = self.impl._configure_trials([trial], self.space, self.fixed)
         return trial, overrides
 
-    def tell(self, trial: Any, ret: JobReturn, *_: Any) -> None:
+    def tell(self, trial: Any, ret: JobReturn) -> None:
         """End ``trial`` as its run did: the status its job recorded on it, else what the job returned."""
         from optuna.trial import TrialState
 

@@ -36,11 +36,16 @@ def stacked(hydra: DictConfig) -> bool:
     return "stacked_launcher" in str(OmegaConf.select(hydra, "launcher._target_", default=""))
 
 
+def pruner_key(on_stacks: bool) -> str:
+    """The ``search`` key of the pruner a sweep's trials use: ``stacked_pruner`` on stacks, else ``pruner``."""
+    return "stacked_pruner" if on_stacks else "pruner"
+
+
 def build_pruner(search: DictConfig, on_stacks: bool = False):
-    """``search.pruner`` (or ``search.stacked_pruner`` for trials on stacks) instantiated; no pruning when null."""
+    """The pruner at ``search.<pruner_key>`` instantiated; no pruning when null."""
     import optuna
 
-    node = search.get("stacked_pruner") if on_stacks else search.pruner
+    node = search.get(pruner_key(on_stacks))
     return instantiate(node) if node else optuna.pruners.NopPruner()
 
 

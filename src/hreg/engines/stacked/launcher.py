@@ -1,7 +1,7 @@
 """``hydra/launcher=stacked``: a batch of jobs from any sweeper, trained as stacks in this process.
 
-For each batch the sweeper hands over (the basic sweeper: the whole sweep; the
-Optuna sweeper: ``n_jobs`` trials) the launcher composes every job's config,
+For each batch the sweeper hands over (the basic sweeper: the whole sweep) the
+launcher composes every job's config,
 checks them all, groups the jobs that can share a stack (grouping.py), and
 runs each group: a group of one through Hydra's own ``run_job`` and the task
 function (the native loop), a larger group through the stacked engine. For a
@@ -10,6 +10,9 @@ files, its log file (``train.log``), Hydra's ``on_job_start`` and
 ``on_job_end`` callbacks, and a ``JobReturn`` with the job's objective for the
 sweeper. Each job's directory ends up as a native run's would, with
 ``"launcher": "stacked"`` in its result file.
+
+hreg's Optuna sweeper hands over no batch: it calls ``pool``, which asks for a
+job whenever a slot frees and trains the jobs as stacks that take turns.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.core.config_loader import ConfigLoader
@@ -38,8 +40,8 @@ from hreg.build import build_context, build_hooks
 from hreg.config import validate
 from hreg.data import Splits, build_data
 from hreg.device import build_device
-from hreg.engines.stacked.grouping import plan_stacks, stack_key
 from hreg.cli import exit_on_error
+from hreg.engines.stacked.grouping import plan_stacks, stack_key
 from hreg.engines.stacked.stack import Member, StackRun, fit_stack
 from hreg.errors import UserError
 from hreg.progress import LOG_FORMAT
@@ -165,10 +167,14 @@ class StackedLaunch:
         HydraConfig.instance().set_config(config)
         return Job(index, list(overrides), config, run_dir)
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    def _begin(self) -> None:
+        """What Hydra's basic launcher does before its jobs: globals, logging, the sweep directory."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        self._begin()
         started = time.perf_counter()
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         devices = {}
@@ -282,7 +288,7 @@ class StackedLaunch:
     # --- a pool of stacks, for a search ------------------------------------------------------------
 
     def pool(self, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
-             tell: Callable[[Hashable, JobReturn, Member | None], None], initial_job_idx: int) -> float:
+             tell: Callable[[Hashable, JobReturn], None], initial_job_idx: int) -> float:
         """Train the jobs ``ask`` gives, up to ``max_members`` at once, until it gives None; returns the
         occupancy (the mean share of ``max_members`` training while jobs remained to be asked).
 
@@ -295,21 +301,18 @@ class StackedLaunch:
         A signal ends every member interrupted, after the epoch of the stack it
         is in; the sweep's trials stay running for the same command to resume.
         """
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        self._begin()
         set_threads(self.config.threads, self.config.hydra)
         pool = Pool(self, ask, tell, initial_job_idx)
         with stack_console():
             return pool.run()
 
 
-
 class Pool:
     """The slots of a pool sweep (``StackedLaunch.pool``): the running stacks, and the jobs they train."""
 
     def __init__(self, launch: StackedLaunch, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
-                 tell: Callable[[Hashable, JobReturn, Member | None], None], initial_job_idx: int) -> None:
+                 tell: Callable[[Hashable, JobReturn], None], initial_job_idx: int) -> None:
         self.launch, self.ask, self.tell = launch, ask, tell
         self.index = initial_job_idx
         self.max_members: int | None = launch.max_members
@@ -342,7 +345,7 @@ class Pool:
             except BaseException as failure:
                 for run in self.runs:
                     for member in run.stop(failure):
-                        key, job = self.jobs.pop(id(member))
+                        _, job = self.jobs.pop(id(member))
                         self.launch._close_job(job, member)
                     run.close()
                 raise
@@ -368,7 +371,7 @@ class Pool:
                 device = build_device(cfg.device)
             except UserError as error:  # a sampled job's mistake fails that job only
                 log.error("%s: %s", job.name, error)
-                self.tell(key, self.launch._end_job(job, None, error), None)
+                self.tell(key, self.launch._end_job(job, None, error))
                 continue
             if self.max_members is None:
                 self.max_members = default_max_members(device, 1.0)
@@ -377,7 +380,7 @@ class Pool:
         groups: dict[Hashable, list[tuple[Hashable, Job]]] = {}
         for key, job, stack in new:
             if stack is None:  # cannot share a stack: alone, now
-                self.tell(key, self.launch._run_alone(job), None)
+                self.tell(key, self.launch._run_alone(job))
             else:
                 groups.setdefault(stack, []).append((key, job))
         for group in groups.values():
@@ -397,7 +400,7 @@ class Pool:
                 if member is not None:
                     self.jobs.pop(id(member))
                 self.launch._close_job(job, member)
-                self.tell(key, self.launch._end_job(job, None, error), None)
+                self.tell(key, self.launch._end_job(job, None, error))
             return
         log.info("stack of %d joins the pool (%d training): %s", len(members), self.training + len(members),
                  ", ".join(job.name for _, job in group))
@@ -410,4 +413,4 @@ class Pool:
             key, job = self.jobs.pop(id(member))
             ret = self.launch._end_job(job, member, None)
             self.launch._close_job(job, member)
-            self.tell(key, ret, member)
+            self.tell(key, ret)

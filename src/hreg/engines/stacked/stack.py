@@ -3,7 +3,8 @@
 Every member is an ordinary run: ``build.build_context`` builds its model
 (initialised from its own seed, so exactly as the native loop would), its
 optimizer, penalty, augmentation and split; ``build.build_hooks`` its hooks;
-and its own ``lifecycle.Lifecycle`` keeps its record, as for a native run. Only the arithmetic is shared: the members' weights are stacked
+and its own ``lifecycle.Lifecycle`` keeps its record, as for a native run.
+Only the arithmetic is shared: the members' weights are stacked
 (``StackedMLP``), an epoch trains all of them batch by batch, and an evaluation
 runs all of them over the splits. A member's ``ctx.model`` is a copy that is
 refreshed when a hook needs it (``Hook.needs_model``) and at its end.
@@ -14,6 +15,8 @@ one generator for the whole stack, seeded with its first job's seed; a
 member's draws are its own rows of each draw (members sit in the order of
 ``_stack_order``), so its trajectory depends on its stack-mates the way a
 change of seed would, and the same sweep rerun gives the same metrics on the CPU.
+In a pool (``StackRun`` with ``own_random_state``) each stack keeps its own copy
+of that state, so stacks that take turns do not change each other's draws.
 
 A member that diverges, is pruned, stops early or fails (a hook raised) ends
 there, alone, and the stack goes on without it (its rows are dropped: it costs
