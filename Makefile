@@ -20,8 +20,9 @@ data: $(BIN)/.installed
 train: data
 	$(BIN)/python train.py $(ARGS)
 
+# A pytest-xdist worker per core; each test file stays on one worker (its module fixtures run once).
 test: data
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 bench: data
 	$(BIN)/python benchmarks/bench_run.py $(ARGS)

@@ -15,6 +15,7 @@ from typing import IO
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import HealthCheck, settings
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -22,6 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 BIN = Path(sys.executable).parent  # the console scripts of pyproject.toml, installed beside this Python
 QUICK = "debug=quick"
+
+# Property tests (test_fuzz.py): the same draws on every CI run; `--hypothesis-profile=long` by hand draws
+# ten times as many, at random, and remembers failures in .hypothesis/ to replay them first.
+_SLOW_DRAWS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=1000, derandomize=True, database=None, deadline=None,
+                          suppress_health_check=_SLOW_DRAWS, print_blob=True)
+settings.register_profile("long", max_examples=10000, deadline=None, suppress_health_check=_SLOW_DRAWS)
+settings.load_profile("ci")
 
 
 def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
@@ -75,6 +84,14 @@ def one_error_line(proc: subprocess.CompletedProcess, prog: str = "hreg") -> str
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"{prog}: error: "), proc.stderr
     return line.removeprefix(f"{prog}: error: ")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs a worker per core), each worker's torch and the commands it
+    starts take one thread (``threads=auto`` honours OMP_NUM_THREADS): workers side by side then share the
+    cores instead of spinning against each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture

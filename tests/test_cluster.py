@@ -19,6 +19,7 @@ import optuna
 import psutil
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.pool import NullPool
 
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
 from hreg import threads
@@ -88,7 +89,10 @@ def finished(proc: subprocess.Popen, tmp_path: Path, study: str) -> None:
 
 
 def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study, storage=url).trials
+    """The study's trials, read over a connection closed at once (tests poll: a pool per call would keep
+    each poll's connection open, until the server has no more to give)."""
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+    return optuna.load_study(study_name=study, storage=storage).trials
 
 
 def wait_for(condition, what: str, timeout: float = 240):

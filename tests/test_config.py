@@ -7,9 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from hreg.config import validate
 from hreg.errors import ConfigError
 from hreg.run import train
-from tests.conftest import CONF_DIR, compose_config
+from hreg.search.callback import check_pruner
+from hreg.search.space import check_space
+from hreg.search.study import SearchError
+from tests.conftest import CONF_DIR, compose_config, one_error_line, run_train
 
 PRESET_GROUPS = ("experiment", "variant", "debug")
 #: Groups whose options are configurations of a run (the rest of conf/ is presets, hydra or search settings).
@@ -59,3 +63,44 @@ def test_every_preset_composes_without_plus(group, option):
 def test_presets_are_off_by_default():
     cfg = compose_config(hydra=True)
     assert {group: cfg.hydra.runtime.choices.get(group) for group in PRESET_GROUPS} == dict.fromkeys(PRESET_GROUPS)
+
+
+# --- failures the fuzzer (test_fuzz.py) found, kept as plain tests ------------------------------------------------
+
+
+@pytest.mark.parametrize("override, line", [
+    ("seed=99999999999999999999", "seed=99999999999999999999: must be an integer in [0, 4294967295]"),
+    ("data.seed=-1", "data.seed=-1: must be an integer in [0, 4294967295]"),
+    ("threads=99999999999999999999", "threads=99999999999999999999: must be auto or an integer in [1, 4096]"),
+    ("model.norm=[]", "model.norm=[]: must be null or a normalisation layer (model/norm=batchnorm or layernorm)"),
+    ("model.in_features=783", "model.in_features=783: must be 784 (MNIST's 28 x 28 pixels)"),
+    ("optimizer.fused=maybe", "optimizer.fused='maybe': must be true or false"),
+])
+def test_values_that_once_reached_a_traceback_are_one_line(override, line):
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config(override))
+    assert str(refused.value) == line
+
+
+def test_a_pruner_setting_it_refuses_is_named():
+    with pytest.raises(SearchError, match=r"^search\.stacked_pruner\.min_resource=None: cannot be built"):
+        check_pruner(compose_config("hydra/launcher=stacked", "search.stacked_pruner.min_resource=null", hydra=True))
+
+
+def test_a_range_between_two_keys_names_both():
+    with pytest.raises(SearchError, match=r"^search\.space\.lam\.low=1e-06: must be <= high \(0\)$"):
+        check_space(compose_config("search.space.lam.high=0").search.space)
+
+
+def test_a_stack_of_no_members_is_one_line(tmp_path):
+    proc = run_train("-m", "hydra/launcher=stacked", "hydra.launcher.max_members=0", "debug=quick", "seed=0,1",
+                     cwd=tmp_path)
+    assert one_error_line(proc) == "hydra.launcher.max_members=0: must be null or an integer >= 1"
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_a_monitor_that_is_not_one_is_one_line():
+    cfg = compose_config("monitor=none")
+    cfg.monitor = "abc"  # what a Python caller of hreg.run could pass; on the command line, a group's option
+    with pytest.raises(ConfigError, match=r"^monitor='abc': must be null or a monitor"):
+        validate(cfg)

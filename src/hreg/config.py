@@ -24,7 +24,7 @@ from hreg.errors import ConfigError
 from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES
 
-__all__ = ["ConfigError", "validate"]
+__all__ = ["ConfigError", "validate", "validate_launcher"]
 
 
 def _number(value: Any) -> bool:
@@ -39,6 +39,16 @@ def _one_of(options: tuple[str, ...] | dict[str, Any]) -> tuple[str, Callable[[A
     return f"one of {', '.join(options)}", lambda v: v in options
 
 
+#: Seeds as NumPy and Lightning take them (torch takes more; a run also seeds with ``seed + 1``).
+SEEDS = f"an integer in [0, {2**32 - 1}]"
+MAX_THREADS = 4096
+MNIST_PIXELS, MNIST_CLASSES = 784, 10
+
+
+def _seed(value: Any) -> bool:
+    return _integer(value) and 0 <= value < 2**32
+
+
 @dataclass(frozen=True)
 class Rule:
     key: str
@@ -50,9 +60,11 @@ class Rule:
 RULES = [
     Rule("epochs", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule("eval_every", "an integer >= 1", lambda v: _integer(v) and v >= 1),
-    Rule("seed", "an integer >= 0", lambda v: _integer(v) and v >= 0),
+    Rule("seed", SEEDS, _seed),
     # Optional: the configs of runs saved before the setting existed have none (auto).
-    Rule("threads", "auto or an integer >= 1", lambda v: v == "auto" or (_integer(v) and v >= 1), optional=True),
+    Rule("threads", f"auto or an integer in [1, {MAX_THREADS}]",
+         lambda v: v == "auto" or (_integer(v) and 1 <= v <= MAX_THREADS), optional=True),
+    Rule("overwrite", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule("objective", *_one_of(OBJECTIVES)),
     Rule("data.batch_size", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule(
@@ -60,11 +72,18 @@ RULES = [
         f"a number in (0, 1] that leaves at least one training image (>= {1 / (2 * MNIST_TRAIN_SIZE):.2g})",
         lambda v: _number(v) and 0 < v <= 1 and train_size(v) >= 1,
     ),
-    Rule("data.seed", "an integer >= 0", lambda v: _integer(v) and v >= 0),
+    Rule("data.seed", SEEDS, _seed),
+    Rule("model.in_features", f"{MNIST_PIXELS} (MNIST's 28 x 28 pixels)", lambda v: v == MNIST_PIXELS),
+    Rule("model.num_classes", f"{MNIST_CLASSES} (MNIST's digits)", lambda v: v == MNIST_CLASSES),
+    Rule("model.norm", "null or a normalisation layer (model/norm=batchnorm or layernorm)",
+         lambda v: isinstance(v, dict), optional=True),
+    Rule("model.norm.eps", "a number > 0", lambda v: _number(v) and v > 0, optional=True),
+    Rule("model.norm.momentum", "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1, optional=True),
     Rule("model.dropout", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     Rule("model.hidden", "a non-empty list of integers >= 1", lambda v: len(v) > 0 and all(_integer(h) and h >= 1 for h in v)),
     Rule("optimizer.lr", "a number > 0", lambda v: _number(v) and v > 0),
     Rule("optimizer.momentum", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1, optional=True),
+    Rule("optimizer.fused", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule("optimizer.weight_decay", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
     Rule("regularizer.kind", *_one_of(REGULARIZERS)),
     Rule("regularizer.lam", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True),
@@ -80,8 +99,10 @@ RULES = [
         lambda v: len(v) == 2 and all(_number(s) for s in v) and 0 < v[0] <= v[1],
         optional=True,
     ),
+    Rule("monitor", "null or a monitor (monitor=tensorboard or none)", lambda v: isinstance(v, dict), optional=True),
     Rule("monitor.histograms", "an integer >= 2 (the first and the last epoch)",
          lambda v: _integer(v) and v >= 2, optional=True),
+    Rule("monitor.hparams", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
     Rule("device.name", *_one_of(DEVICES)),
@@ -101,12 +122,16 @@ def _batchnorm_batch_of_one(cfg: DictConfig) -> ConfigError | None:
     return None
 
 
+#: The settings of hreg's own launchers (``hydra.launcher.*``); a multirun checks them before any job.
+LAUNCHER_RULES = [
+    Rule("max_members", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
+]
+
 COMBINED_RULES: list[Callable[[DictConfig], ConfigError | None]] = [_batchnorm_batch_of_one]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first setting that breaks a rule."""
-    for rule in RULES:
+def _check(cfg: DictConfig, rules: list[Rule], prefix: str = "") -> None:
+    for rule in rules:
         value = OmegaConf.select(cfg, rule.key, default=None)
         if value is None and rule.optional:
             continue
@@ -116,7 +141,17 @@ def validate(cfg: DictConfig) -> None:
         except TypeError:
             ok = False
         if not ok:
-            raise ConfigError(rule.key, plain, f"must be {rule.allowed}")
+            raise ConfigError(prefix + rule.key, plain, f"must be {rule.allowed}")
+
+
+def validate_launcher(hydra: DictConfig) -> None:
+    """Raise ConfigError for the first ``hydra.launcher.*`` setting of hreg's launchers that breaks a rule."""
+    _check(hydra.launcher, LAUNCHER_RULES, "hydra.launcher.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first setting that breaks a rule."""
+    _check(cfg, RULES)
     for combined in COMBINED_RULES:
         error = combined(cfg)
         if error:

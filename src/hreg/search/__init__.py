@@ -6,6 +6,8 @@
   and writes its summary (with hydra_plugins/hreg_plugins/optuna_sweeper.py, the plugin's sweeper
   ending cleanly when no trial completed).
 - ``trial``: the job's side, which reports to its trial and stops when pruned.
-- ``storage``: the study database, where a pruned run's trial ends PRUNED.
+- ``loop``: hreg's sweep loop (ask, launch, tell; a pool of stacks on the stacked launcher), where a
+  pruned run's trial ends PRUNED.
+- ``pruners``: ``RungPruner``, successive halving that judges a stack's trials together.
 - ``summary``: the trial table and plots, and ``hreg-study``.
 """

@@ -50,8 +50,25 @@ def _given(overrides: list[str]) -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
-def _check_pruner(config: DictConfig) -> None:
-    """Build the sweep's pruner once, before any trial: a mistake there would otherwise fail every job."""
+def _first_refused(target: str, settings: dict[str, Any]) -> str | None:
+    """The first of ``settings`` that the pruner class refuses on its own (the others left at their defaults)."""
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception:  # not importable: the whole node is wrong
+        return None
+    for name, value in settings.items():
+        try:
+            cls(**{name: value})
+        except Exception:
+            return name
+    return None
+
+
+def check_pruner(config: DictConfig) -> None:
+    """Build the sweep's pruner once, before any trial: a mistake there would otherwise fail every job.
+    The line names the setting the pruner refused, where one alone is refused."""
     import optuna
 
     on_stacks = stacked(config.hydra)
@@ -63,8 +80,12 @@ def _check_pruner(config: DictConfig) -> None:
     try:
         pruner = build_pruner(config.search, on_stacks)
     except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SearchError(f"search.{key} (_target_={target}): cannot be built: {cause}") from None
+        cause = error.__cause__ or error
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        settings = {k: v for k, v in OmegaConf.to_container(pruner_cfg).items() if not k.startswith("_")}
+        name = _first_refused(target, settings)
+        where = f"search.{key}.{name}={settings[name]!r}" if name else f"search.{key} (_target_={target})"
+        raise SearchError(f"{where}: cannot be built: {text}") from None
     if not isinstance(pruner, optuna.pruners.BasePruner):
         raise SearchError(f"search.{key} (_target_={target}): not an optuna pruner")
 
@@ -102,7 +123,7 @@ class OptunaSearch(Callback):
         with exit_on_error("hreg"):
             validate(config)  # before the defaults below read config.objective
             check_space(config.search.space)
-            _check_pruner(config)
+            check_pruner(config)
             with read_write(config), open_dict(config):
                 self._apply_defaults(config)
                 check_conditional_sweeps(config)

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hreg import rundir
 from hreg.build import build_context, build_hooks
-from hreg.config import validate
+from hreg.config import validate, validate_launcher
 from hreg.data import Splits, build_data
 from hreg.device import build_device
 from hreg.cli import exit_on_error
@@ -147,6 +147,8 @@ class StackedLaunch:
 
     def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
                  max_members: int | None) -> None:
+        with exit_on_error("hreg"):
+            validate_launcher(config.hydra)
         if not isinstance(hydra_context.config_loader, ComposedOnce):  # the sweeper's context too: it is shared
             hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
         self.hydra_context = hydra_context
