@@ -44,7 +44,7 @@ def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> N
 
 def test_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     run_dir = tmp_path / "x"
-    first = start_run(run_dir, "epochs=60", "monitor=none")
+    first = start_run(run_dir, "epochs=100000", "monitor=none")  # trains until the test stops it
     try:
         wait_for_file(run_dir / "result.json", first)
         config_before = (run_dir / ".hydra" / "config.yaml").read_text()
@@ -53,10 +53,11 @@ def test_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
         resumed = run_cli("hreg-resume", str(run_dir))
         assert "is in use by process" in one_error_line(resumed, "hreg-resume")
         assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before, "the loser wrote nothing"
+        first.send_signal(signal.SIGINT)
     finally:
-        assert first.wait(timeout=300) == 0, first.stdout.read()
+        assert first.wait(timeout=300) == 128 + signal.SIGINT, first.stdout.read()
     result = read_result(run_dir)
-    assert result["status"] == "completed" and result["epochs_completed"] == 60
+    assert result["status"] == "interrupted" and 0 < result["epochs_completed"] < 100000
     assert result["config"]["model"]["hidden"] == [100, 100, 100]
     evaluated = run_cli("hreg-eval", str(run_dir))
     assert evaluated.returncode == 0, evaluated.stderr
@@ -74,6 +75,37 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     resumed = run_cli("hreg-resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert read_result(run_dir)["status"] == "completed"
+
+
+def files(directory: Path) -> dict[Path, bytes]:
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_new_run_refuses_a_directory_that_holds_another_runs_record(tmp_path):
+    run_dir, short = tmp_path / "x", (QUICK, "monitor=none")
+    assert run_train(*short, "epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    first = files(run_dir)
+    again = run_train(*short, "epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert one_error_line(again) == (f"{run_dir} holds a completed run (its result.json): choose another "
+                                     f"hydra.run.dir, or give overwrite=true to move it to {run_dir}.previous-1")
+    assert files(run_dir) == first, "the refused run wrote nothing"
+    moved = run_train(*short, "epochs=2", f"hydra.run.dir={run_dir}", "overwrite=true", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert files(tmp_path / "x.previous-1") == first, "the earlier run moved aside whole"
+    assert read_result(run_dir)["epochs_completed"] == 2 and read_result(run_dir)["status"] == "completed"
+
+
+def test_a_new_multirun_refuses_a_sweep_directory_that_holds_its_jobs(tmp_path):
+    sweep_dir, args = tmp_path / "s", ("-m", QUICK, "monitor=none", "epochs=1", "seed=0,1", "~hydra.callbacks.report")
+    assert run_train(*args, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path).returncode == 0
+    first = files(sweep_dir)
+    again = run_train(*args, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert one_error_line(again).startswith(f"{sweep_dir} holds 2 runs of an earlier multirun: ")
+    assert files(sweep_dir) == first
+    moved = run_train(*args, f"hydra.sweep.dir={sweep_dir}", "overwrite=true", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert files(tmp_path / "s.previous-1") == first
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/result.json")) == ["0", "1"]
 
 
 # --- 2. a sweep in which no trial completes ends cleanly ---------------------------------------------

@@ -11,11 +11,16 @@ it dies, so a directory left by a killed run is taken over without ceremony.
 into the directory (its ``.hydra/`` files and log); ``run()`` takes it again
 (locks are re-entrant within a process) for callers that do not go through
 Hydra, such as ``hreg-resume``.
+
+A directory also belongs to one *run*: a new run refuses a directory that holds
+another run's ``result.json`` (and a new multirun, a sweep directory that holds
+its jobs'), unless ``overwrite=true`` moves the earlier one aside (``claim``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
@@ -25,9 +30,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hreg.cli import exit_on_error
-from hreg.errors import UserError
+from hreg.errors import ConfigError, UserError
+from hreg.result import RESULT_FILE, RunResult, Status
+from hreg.search.study import is_optuna
 
 LOCK_FILE = ".lock"
+
+log = logging.getLogger("hreg")
 
 #: Locks this process holds: resolved directory -> (file descriptor, how many holders).
 _held: dict[Path, list[int]] = {}
@@ -80,6 +89,58 @@ def release(directory: Path) -> None:
         os.close(entry[0])  # closing the descriptor drops the lock
 
 
+class RunDirTaken(UserError):
+    """The directory holds another run's record: a new run there would replace it."""
+
+
+def _status(run_dir: Path) -> str:
+    try:
+        return RunResult.load(run_dir).status.value
+    except UserError:
+        return "unreadable"
+
+
+def _aside(directory: Path) -> Path:
+    """Where ``overwrite=true`` moves an earlier run: ``D.previous-1``, or the next number free."""
+    number = 1
+    while (aside := directory.with_name(f"{directory.name}.previous-{number}")).exists():
+        number += 1
+    return aside
+
+
+def claim(directory: Path, overwrite: bool, sweep: bool = False) -> None:
+    """Keep a new run (``sweep``: a new multirun) from writing over another run's record in ``directory``.
+
+    Refused with one line saying what is there and the ways on; with ``overwrite`` the earlier run is
+    moved aside, never deleted. Call it holding ``directory``'s lock (so that no live run is moved); the
+    lock is held on the new, empty directory afterwards. Continuing a run (``hreg-resume``, a requeued
+    cluster job, a resumed Optuna study) does not come here: only a new run does.
+    """
+    path = Path(directory)
+    records = sorted(path.glob(f"*/{RESULT_FILE}")) if sweep else [path / RESULT_FILE]
+    records = [record for record in records if record.exists()]
+    if not records:
+        return
+    aside = _aside(path)
+    if not overwrite:
+        if sweep:
+            what = f"{path} holds {len(records)} runs of an earlier multirun"
+            ways = "choose another hydra.sweep.dir"
+        else:
+            status = _status(path)
+            what = f"{path} holds a {status} run (its {RESULT_FILE})"
+            ways = (f"continue it with `hreg-resume {path}`, choose another hydra.run.dir"
+                    if status in {s.value for s in Status if s.resumable} else "choose another hydra.run.dir")
+        raise RunDirTaken(f"{what}: {ways}, or give overwrite=true to move it to {aside}")
+    resolved = path.resolve()
+    fd, holders = _held.pop(resolved)
+    os.rename(resolved, resolved.with_name(aside.name))
+    os.close(fd)  # the lock went with the old directory; take the new one's
+    acquire(path)
+    _held[resolved][1] = holders
+    log.warning("overwrite=true: the earlier run in %s is now in %s", path, aside)
+
+
 class RunDirLock:
     """``with RunDirLock(run_dir):`` holds the directory for the block."""
 
@@ -95,21 +156,28 @@ class RunDirLock:
 
 
 class LockCallback(Callback):
-    """Holds a single run's directory, or a multirun's sweep directory, for the whole run."""
+    """Holds a single run's directory, or a multirun's sweep directory, for the whole run, and keeps a new
+    run (or multirun) from replacing an earlier one's records there (``claim``). An Optuna sweep's
+    directory holds its study, which the same command resumes: it is held, not claimed."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._acquire(config.hydra.run.dir)
+        self._take(config, config.hydra.run.dir, sweep=False)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._acquire(config.hydra.sweep.dir)
+        self._take(config, config.hydra.sweep.dir, sweep=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         release(config.hydra.sweep.dir)
 
     @staticmethod
-    def _acquire(directory: str) -> None:
+    def _take(config: DictConfig, directory: str, sweep: bool) -> None:
         with exit_on_error("hreg"):
+            overwrite = config.get("overwrite", False)
+            if not isinstance(overwrite, bool):
+                raise ConfigError("overwrite", overwrite, "must be true or false")
             acquire(Path(directory))
+            if not (sweep and is_optuna(config.hydra)):
+                claim(Path(directory), overwrite, sweep)
