@@ -92,10 +92,14 @@ def test_a_range_between_two_keys_names_both():
         check_space(compose_config("search.space.lam.high=0").search.space)
 
 
-def test_a_stack_of_no_members_is_one_line(tmp_path):
-    proc = run_train("-m", "hydra/launcher=stacked", "hydra.launcher.max_members=0", "debug=quick", "seed=0,1",
+@pytest.mark.parametrize("launcher, setting, line", [
+    ("stacked", "max_members=0", "hydra.launcher.max_members=0: must be null or an integer >= 1"),
+    ("submitit_local", "timeout_min=0", "hydra.launcher.timeout_min=0: must be an integer >= 1"),
+])
+def test_a_launcher_setting_that_cannot_work_is_one_line(launcher, setting, line, tmp_path):
+    proc = run_train("-m", f"hydra/launcher={launcher}", f"hydra.launcher.{setting}", "debug=quick", "seed=0,1",
                      cwd=tmp_path)
-    assert one_error_line(proc) == "hydra.launcher.max_members=0: must be null or an integer >= 1"
+    assert one_error_line(proc) == line
     assert not list(tmp_path.rglob("result.json"))
 
 

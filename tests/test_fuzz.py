@@ -1,8 +1,9 @@
 """A fuzzer over every setting: any value of any key is refused with one line naming the key, or trains.
 
 Each draw takes one leaf of a composed config (every group's keys, top-level settings, ``search.*``,
-``engine.trainer.*``, ``hydra.launcher.*`` of the stacked launcher) and a value a user might type: of
-the wrong type, out of range, huge, tiny, negative, NaN/inf, empty, or a valid edge. It goes through
+``engine.trainer.*``, ``hydra.launcher.*`` of the stacked and submitit launchers) and a value a user
+might type: of the wrong type, out of range, huge, tiny, negative, NaN/inf, empty, or a valid edge.
+It goes through
 Hydra's own override parser and merge, as on the command line (Hydra refuses some itself, in its own
 one line), then through the checks the entry points run before anything is built. Most draws stop
 there; a bounded number of accepted ones train one epoch on real MNIST, in process.
@@ -40,7 +41,11 @@ CONTEXTS = {
     "adamw": ("optimizer=adamw", "augment=noise_affine", "model/norm=layernorm", "regularizer=l2"),
     "lightning": ("engine=lightning", "monitor=none"),
     "stacked": ("hydra/launcher=stacked",),
+    "local": ("hydra/launcher=submitit_local",),
+    "slurm": ("hydra/launcher=submitit_slurm",),
 }
+#: Contexts whose launcher is one of hreg's: its hydra.launcher.* settings are fuzzed too.
+LAUNCHERS = ("stacked", "local", "slurm")
 
 #: What a user might type for any key: wrong types, out of range, huge, tiny, non-finite, empty, edges.
 TYPED = (
@@ -77,7 +82,7 @@ def _leaves(node: object, prefix: str = "") -> list[str]:
 @functools.cache
 def leaves(context: str) -> list[str]:
     cfg = OmegaConf.to_container(composed(context), resolve=False)
-    launcher = {"hydra": {"launcher": cfg["hydra"]["launcher"]}} if context == "stacked" else {}
+    launcher = {"hydra": {"launcher": cfg["hydra"]["launcher"]}} if context in LAUNCHERS else {}
     del cfg["hydra"]
     groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}  # `monitor=x` picks an option of a group
     keys = [k for k in _leaves({**cfg, **launcher}) if k.rsplit(".", 1)[-1] not in WIRING and k not in groups]
@@ -134,7 +139,8 @@ def test_the_fuzzer_reaches_every_group_and_setting():
     for expected in ("seed", "threads", "epochs", "checkpoint.every", "early_stopping.patience", "data.batch_size",
                      "model.hidden", "model.norm.eps", "optimizer.momentum", "regularizer.lam",
                      "augment.elastic_sigma", "monitor.histograms", "engine.trainer.devices", "device.name",
-                     "hydra.launcher.max_members", "search.pruner.n_warmup_steps", "search.space.lr.low"):
+                     "hydra.launcher.max_members", "hydra.launcher.timeout_min", "hydra.launcher.partition",
+                     "search.pruner.n_warmup_steps", "search.space.lr.low"):
         assert expected in keys, expected
 
 

@@ -147,8 +147,11 @@ def launch(launcher: Any, executor_name: str, job_overrides: Sequence[Sequence[s
            initial_job_idx: int) -> Sequence[JobReturn]:
     """One batch, checked first, submitted with lost workers failing alone (and, on ``local``: the batch size
     told to its jobs)."""
+    from hreg.config import validate_launcher
     from hreg.search.study import is_optuna
 
+    with exit_on_error("hreg"):
+        validate_launcher(launcher.config.hydra)
     if not is_optuna(launcher.config.hydra):  # a sampled trial's mistake fails that trial only
         validate_jobs(launcher, job_overrides)
     told = {CONCURRENT_JOBS_ENV: str(len(job_overrides))} if executor_name == "local" else {}

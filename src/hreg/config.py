@@ -125,6 +125,14 @@ def _batchnorm_batch_of_one(cfg: DictConfig) -> ConfigError | None:
 #: The settings of hreg's own launchers (``hydra.launcher.*``); a multirun checks them before any job.
 LAUNCHER_RULES = [
     Rule("max_members", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
+    *(Rule(key, f"an integer >= {low}", lambda v, low=low: _integer(v) and v >= low, optional=True) for key, low in (
+        # The submitit launchers' (Hydra already refuses a value of the wrong type; null where it may be).
+        ("timeout_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0), ("tasks_per_node", 1), ("mem_gb", 1),
+        ("nodes", 1), ("cpus_per_gpu", 1), ("gpus_per_task", 0), ("signal_delay_s", 0), ("max_num_timeout", 0),
+        ("array_parallelism", 1),
+    )),
+    *(Rule(key, "a non-empty string", lambda v: isinstance(v, str) and v.strip() != "", optional=True)
+      for key in ("submitit_folder", "name")),
 ]
 
 COMBINED_RULES: list[Callable[[DictConfig], ConfigError | None]] = [_batchnorm_batch_of_one]
