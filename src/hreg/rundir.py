@@ -116,6 +116,8 @@ def claim(directory: Path, overwrite: bool, sweep: bool = False) -> None:
     lock is held on the new, empty directory afterwards. Continuing a run (``hreg-resume``, a requeued
     cluster job, a resumed Optuna study) does not come here: only a new run does.
     """
+    if is_worker_process():  # a distributed run's worker runs the command again, into its first process's run
+        return
     path = Path(directory)
     records = sorted(path.glob(f"*/{RESULT_FILE}")) if sweep else [path / RESULT_FILE]
     records = [record for record in records if record.exists()]
