@@ -12,6 +12,14 @@ through submitit's public API), and add:
 * ``submitit_local`` starts its whole batch at once on this machine; its jobs
   are told how many (``threads.CONCURRENT_JOBS_ENV``) so that ``threads=auto``
   shares the cores among them.
+* A job that reaches its time limit or is preempted gets SIGUSR2 from SLURM
+  (``--signal``) or submitit_local first. The run stops after the epoch it is
+  in and checkpoints it (``stops.deferred_signals``), then ``hand_over`` gives
+  the signal to submitit's handler, which requeues the same job; the requeued
+  job finds its run ``requeued`` and resumes from that checkpoint. A job lost
+  outright (its node) resumes the same way, from its last periodic checkpoint.
+  Hydra's plugin requeues a SLURM job at a time limit ``max_num_timeout``
+  times, 0 by default; hreg's default is submitit's own, ``REQUEUES``.
 * A mistake in a job's config would be one line in that job's error log and a
   traceback in the sweeper: every job of a batch is checked before any is
   submitted, and a mistake is one line (as the stacked launcher does). In an
@@ -28,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hreg.cli import exit_on_error
+from hreg.stops import Interrupted
 from hreg.threads import CONCURRENT_JOBS_ENV
 
 log = logging.getLogger("hreg")
@@ -46,6 +56,8 @@ _PLUGIN = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
 _HREG = "hydra_plugins.hreg_plugins.submitit_launchers"
 #: The plugin's launcher classes and hreg's in their place.
 LAUNCHERS = {f"{_PLUGIN}.{name}": f"{_HREG}.{name}" for name in ("LocalLauncher", "SlurmLauncher")}
+#: How many times a job that reaches its time limit is requeued (submitit's default; Hydra's plugin sets 0).
+REQUEUES = 3
 
 
 class WorkerLost(RuntimeError):
@@ -59,9 +71,44 @@ class SubmititLaunchers(Callback):
         target = config.hydra.launcher.get("_target_")
         if target not in LAUNCHERS:
             return
+        from hreg.config import given
+
+        overrides = config.hydra.overrides.hydra
+        settings = {"_target_": LAUNCHERS[target]}
+        if "max_num_timeout" in config.hydra.launcher and "hydra.launcher.max_num_timeout" not in given(overrides):
+            settings["max_num_timeout"] = REQUEUES  # submitit_slurm's (submitit_local's executor has REQUEUES)
         with read_write(config), open_dict(config):
-            config.hydra.launcher._target_ = LAUNCHERS[target]
-            config.hydra.overrides.hydra.append(f"hydra.launcher._target_={LAUNCHERS[target]}")  # the jobs' too
+            for key, value in settings.items():
+                config.hydra.launcher[key] = value
+                overrides.append(f"hydra.launcher.{key}={value}")  # the jobs' configs too
+
+
+def requeued(run_dir: Path) -> bool:
+    """Whether this process is a submitit job started again in its own directory (requeued after a time
+    limit or a preemption, or after its node was lost) whose run can go on from its last checkpoint.
+
+    A sweep's job directory is new to each sweep (``rundir.claim``), so a record found there is an earlier
+    attempt of this same job.
+    """
+    from hreg.checkpoint import LAST, checkpoint_dir
+    from hreg.result import RESULT_FILE, RunResult
+
+    if not os.environ.get("SUBMITIT_EXECUTOR") or not (run_dir / RESULT_FILE).is_file():
+        return False
+    return (checkpoint_dir(run_dir) / LAST).is_file() and RunResult.load(run_dir).status.resumable
+
+
+def hand_over(stop: Interrupted) -> None:
+    """A SIGUSR2 that stopped a run (checkpointed) goes on to the handler hreg deferred it from.
+
+    In a submitit job that is submitit's: it calls the launcher's ``checkpoint``,
+    requeues the job and exits (or, past ``max_num_timeout``, fails the job).
+    Elsewhere nothing: the entry point exits 128 + the signal.
+    """
+    handler = signal.getsignal(signal.SIGUSR2)
+    if stop.signum == signal.SIGUSR2 and callable(handler):
+        log.warning("%s; handing the signal to the job's scheduler (submitit requeues the job)", stop)
+        handler(stop.signum, None)
 
 
 def _lost_job(job: Any) -> JobReturn:
@@ -72,6 +119,9 @@ def _lost_job(job: Any) -> JobReturn:
         overrides = []
     last = [line for line in (job.stderr() or "").splitlines() if line.strip()][-1:]
     reason = last[0] if last and last[0].startswith("hreg") else "its process ended (killed, out of memory, a time limit?)"
+    state = job.state  # the scheduler's word for it (SLURM: "CANCELLED by 0", "TIMEOUT", "NODE_FAIL", ...)
+    if state not in ("UNKNOWN", "FINISHED", "COMPLETED"):
+        reason = f"{reason} ({state})"
     log.error("job %s (%s) ended without a result, so it failed: %s; its output: %s", job.job_id, " ".join(overrides),
               reason, job.paths.stderr)
     return JobReturn(overrides=overrides, status=JobStatus.FAILED,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hreg.data import MNIST_TRAIN_SIZE, train_size
 from hreg.device import NAMES as DEVICES
@@ -25,6 +25,14 @@ from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES
 
 __all__ = ["ConfigError", "validate", "validate_launcher"]
+
+
+def given(overrides: Any) -> set[str]:
+    """The keys a list of overrides sets (``+key=v`` and ``~key`` included): what a default must leave alone.
+    A ListConfig is read unresolved (a sweep's ``hydra.sweep.subdir`` names ``${hydra.job.num}``)."""
+    if isinstance(overrides, ListConfig):
+        overrides = OmegaConf.to_container(overrides, resolve=False)
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
 def _number(value: Any) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from hreg.build import build_context, build_hooks, resume_from_checkpoint
+from hreg.cluster import hand_over, requeued
 from hreg.config import validate
 from hreg.engines import engine_name, fit
 from hreg.result import RunResult
@@ -48,17 +49,25 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, hydra: DictConfig 
 
     Returns the validation objective (NaN for a diverged run). An interrupted
     run raises ``Interrupted`` after saving a checkpoint that ``hreg-resume``
-    continues from.
+    continues from; a submitit job requeued by its scheduler continues from it
+    by itself (``cluster.requeued``).
     """
     validate(cfg)
     threads = cfg.get("threads") or "auto"  # none in the configs of runs saved before the setting
     log.info("threads: %d (threads=%s)", set_threads(threads, hydra), threads)
     try:
         with RunDirLock(run_dir):
+            if not resume and requeued(run_dir):
+                if engine_name(cfg) == "lightning":
+                    log.warning("requeued: engine=lightning starts its run again from epoch 1")
+                else:
+                    log.info("requeued: the run goes on from its last checkpoint")
+                    resume = True
             result = train(cfg, run_dir, resume, hydra)
     except Interrupted as stop:
         stop.resume = (f"its Lightning checkpoints are in {run_dir}/checkpoints" if engine_name(cfg) == "lightning"
                        else f"resume with: hreg-resume {run_dir}")
+        hand_over(stop)
         raise
     except KeyboardInterrupt:
         log.warning("aborted; resume from the last periodic checkpoint with: hreg-resume %s", run_dir)

@@ -5,8 +5,9 @@ the run record keeps and its ``exit_code`` what the process exits with.
 Hooks and engines raise them; ``lifecycle.Lifecycle`` is the one place that
 turns them (and any other exception) into the end of the run.
 
-Ctrl-C (SIGINT) and SIGTERM do not kill training mid-batch: ``deferred_signals``
-turns them into a flag, the engine finishes the epoch it is in, and raises
+Ctrl-C (SIGINT), SIGTERM and SIGUSR2 (the warning SLURM and submitit send
+before a time limit or a preemption) do not kill training mid-batch:
+``deferred_signals`` turns them into a flag, the engine finishes the epoch it is in, and raises
 ``Interrupted`` there: the checkpoint hook saves that epoch, and the run can be
 resumed. A second signal interrupts at once (``KeyboardInterrupt``: the run is
 ``aborted`` and resumes from its last periodic checkpoint).
@@ -23,6 +24,10 @@ from hreg.result import Status
 
 #: The exit code of a process whose run a second signal aborted mid-epoch (as a shell reports SIGINT).
 ABORTED_EXIT = 130
+
+
+#: The signals that stop a run at the end of its epoch.
+DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class StopRun(Exception):
@@ -57,7 +62,7 @@ class Lost(StopRun):
 
 
 class Interrupted(StopRun):
-    """SIGINT or SIGTERM: the run stopped after the epoch it was in and checkpointed it; exit 128 + signal."""
+    """SIGINT, SIGTERM or SIGUSR2: the run stopped after the epoch it was in and checkpointed it; exit 128 + signal."""
 
     status = Status.INTERRUPTED
 
@@ -81,7 +86,8 @@ class StopRequest:
 
 @contextmanager
 def deferred_signals() -> Iterator[StopRequest]:
-    """Turn SIGINT/SIGTERM into a StopRequest for the duration (main thread only)."""
+    """Turn SIGINT, SIGTERM and SIGUSR2 into a StopRequest for the duration (main thread only); the handlers
+    that were there before are back once it ends (submitit's, which requeues a job: ``cluster.hand_over``)."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -92,7 +98,7 @@ def deferred_signals() -> Iterator[StopRequest]:
             raise KeyboardInterrupt  # second signal: stop now
         request.signum = signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in DEFERRED}
     try:
         yield request
     finally:

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hreg import rundir
-from hreg.config import validate
+from hreg.config import given, validate
 from hreg.cli import exit_on_error
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
@@ -43,11 +43,6 @@ log = logging.getLogger("hreg")
 
 class NonFiniteObjective(RuntimeError):
     """A job returned NaN or infinity: its trial fails (the plugin itself would crash on telling NaN)."""
-
-
-def _given(overrides: list[str]) -> set[str]:
-    """Keys set on the command line (``+key=v``, ``~key`` included)."""
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
 def _first_refused(target: str, settings: dict[str, Any]) -> str | None:
@@ -155,15 +150,15 @@ class OptunaSearch(Callback):
     def _apply_defaults(self, config: DictConfig) -> None:
         """Add the hydra overrides the user did not give; jobs are composed with them too."""
         overrides = config.hydra.overrides.hydra
-        given = _given(list(overrides))
+        overridden = given(overrides)
 
         def default(key: str, value: Any) -> None:
-            if key not in given:
+            if key not in overridden:
                 overrides.append(f"{key}={value}")
                 OmegaConf.update(config, key, value)
 
         direction = OBJECTIVES[config.objective]
-        if "hydra.sweeper.direction" in given and str(config.hydra.sweeper.direction) != direction:
+        if "hydra.sweeper.direction" in overridden and str(config.hydra.sweeper.direction) != direction:
             raise SearchError(
                 f"hydra.sweeper.direction={config.hydra.sweeper.direction}: objective={config.objective} "
                 f"must be {direction}d (leave hydra.sweeper.direction out)"

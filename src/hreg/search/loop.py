@@ -29,6 +29,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from hreg.cluster import WorkerLost
 from hreg.result import Status
 from hreg.search.study import STATUS_ATTR, storage_url
 
@@ -100,7 +101,9 @@ class Sweep:
             else:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.counts["fail"] += 1
-                log.warning("Failed experiment: %s", value if ret.status == JobStatus.COMPLETED else ret._return_value)
+                failure = value if ret.status == JobStatus.COMPLETED else ret._return_value
+                if not isinstance(failure, WorkerLost):  # its launcher has said why, with where its output is
+                    log.warning("Failed experiment: %s", failure)
         except RuntimeError as error:  # the grid sampler stops the study once its grid is done
             if not (self.grid and "Study.stop" in str(error)):
                 raise
