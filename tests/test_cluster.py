@@ -249,3 +249,25 @@ def test_two_sweeps_with_different_study_names_share_the_database(tmp_path, data
             assert run["config"]["optimizer"]["lr"] == lr and trial.value == run["final"]["val_acc"]
             assert run["config"]["threads"] == 1
     assert len(optuna.get_all_study_summaries(database)) == 2
+
+
+def test_a_submitit_local_job_warned_of_its_time_limit_is_requeued_and_resumes_where_it_stopped(tmp_path):
+    """SIGUSR2 is what submitit_local sends a job ``signal_delay_s`` before its ``timeout_min``."""
+    with open(tmp_path / "sweep.log", "w") as out:
+        proc = start_train("-m", "hydra/launcher=submitit_local", *slow(20), "hydra.sweep.dir=sweep", cwd=tmp_path,
+                           output=out)
+    run_dir = tmp_path / "sweep" / "0"
+    try:
+        wait_for(lambda: (run_dir / "result.json").exists() and read_result(run_dir)["epochs_completed"] >= 3,
+                 "3 epochs")
+        worker_of(run_dir).send_signal(signal.SIGUSR2)
+        assert proc.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        proc.kill()
+    run = read_result(run_dir)
+    (stopped_at,) = [epoch - 1 for epoch in run["resumed_at_epoch"]]
+    assert run["status"] == "completed" and stopped_at >= 3
+    assert [h["epoch"] for h in run["history"]] == list(range(1, 21)), "one history, no gap or repeat"
+    log = (run_dir / "train.log").read_text()
+    assert f"SIGUSR2 received; stopped cleanly after epoch {stopped_at}" in log
+    assert "requeued: the run goes on from its last checkpoint" in log
