@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +76,17 @@ def events(run_dir: Path) -> EventAccumulator:
     acc = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     return acc
+
+
+def wait_for(condition, what: str, timeout: float = 240):
+    """``condition()``'s first true value, polled; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def one_error_line(proc: subprocess.CompletedProcess, prog: str = "hreg") -> str:

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -24,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
 from hreg import threads
 from hreg.threads import CONCURRENT_JOBS_ENV, cpu_cores, resolve_threads
-from tests.conftest import compose_config, one_error_line, read_result, run_train, start_train
+from tests.conftest import compose_config, one_error_line, read_result, run_train, start_train, wait_for
 from tests.test_sweep import FAST, FIXED, assert_dependent_parameters_apply
 
 pgserver = pytest.importorskip("pgserver")
@@ -93,16 +92,6 @@ def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     each poll's connection open, until the server has no more to give)."""
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
     return optuna.load_study(study_name=study, storage=storage).trials
-
-
-def wait_for(condition, what: str, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def reporting(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -175,7 +164,7 @@ def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_depende
     sweep(tmp_path, database, "s", *FAST, *FIXED, "optimizer.lr=1e-3", "hydra.sweeper.n_trials=2", *prune_early)
     # Two more trials, at once, free in the rest of the search space, with a learning rate too small to learn.
     proc = sweep(tmp_path, database, "s", *FAST, "optimizer.lr=1e-7", "hydra.sweeper.n_trials=4", *prune_early)
-    assert "2 trials done, 2 to run" in proc.stdout + proc.stderr
+    assert "2 trials done, 0 to resume, 2 to run" in proc.stdout + proc.stderr
     done = trials(database, "s")
     assert [t.state for t in done] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
     assert len({t.system_attrs[RUN_DIR_ATTR] for t in done}) == 4, "jobs at once with the same overrides: a trial each"
@@ -222,7 +211,7 @@ def test_a_sweeper_killed_mid_sweep_resumes_without_losing_or_rerunning_a_finish
     orphans = [tmp_path / t.system_attrs[RUN_DIR_ATTR] for t in before[2:]]
 
     proc = sweep(tmp_path, database, "k", *slow(40), "hydra.sweeper.n_trials=4")
-    assert "2 trials done, 2 to run" in proc.stdout + proc.stderr
+    assert "2 trials done, 0 to resume, 2 to run" in proc.stdout + proc.stderr
     after = trials(database, "k")
     assert [t.state for t in after] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
     assert [(t.value, t.datetime_complete) for t in after[:2]] == [(t.value, t.datetime_complete) for t in before[:2]]

@@ -11,7 +11,7 @@ from hreg.build import build_context
 from hreg.engines.stacked.stack import Member, StackRun
 from hreg.search.pruners import RungPruner
 from hreg.search.study import RUN_DIR_ATTR, database_url
-from tests.conftest import compose_config, read_result, run_train
+from tests.conftest import compose_config, read_result, run_train, start_train, wait_for
 
 FAST = ("monitor=none", "checkpoint.every=0", "data.train_fraction=0.01", "eval_every=1")
 
@@ -115,3 +115,45 @@ def test_a_search_on_a_pool_keeps_its_slots_full_prunes_from_the_first_stack_and
     results = (sweep / "optimization_results.yaml").read_text()
     assert "best_value" in results and "occupancy" in results
     assert (sweep / "summary.md").is_file()
+
+
+def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_checkpoints(tmp_path):
+    args = ("-m", "hydra/sweeper=optuna", "hydra/launcher=stacked", "hydra.launcher.max_members=3",
+            "hydra.sweeper.study_name=kill", "hydra.sweeper.n_trials=4", "epochs=16", "monitor=none",
+            "checkpoint.every=2", "data.train_fraction=0.01", "eval_every=1", "regularizer=none", "augment=none",
+            "model/norm=none", "model.dropout=0.0", "search.stacked_pruner=null")
+    sweep = tmp_path / "multirun" / "optuna" / "kill"
+
+    def checkpointed() -> list[optuna.trial.FrozenTrial]:
+        if not (sweep / "optuna.db").exists():
+            return []
+        try:
+            running = optuna.load_study("kill", storage=database_url(sweep)).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # no study yet
+            return []
+        return running if len(running) == 3 and all(len(t.intermediate_values) >= 5 for t in running) else []
+
+    with open(tmp_path / "first.log", "w") as out:
+        first = start_train(*args, cwd=tmp_path, output=out)
+    try:
+        killed = wait_for(checkpointed, "three trials past their second checkpoint")
+        first.kill()  # SIGKILL: nothing is checkpointed on the way out
+        first.wait()
+    finally:
+        first.kill()
+    stopped = {t.number: read_result(tmp_path / t.system_attrs[RUN_DIR_ATTR])["epochs_completed"] for t in killed}
+
+    again = run_train(*args, cwd=tmp_path, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 trials done, 3 to resume, 1 to run" in again.stdout + again.stderr
+    trials = optuna.load_study("kill", storage=database_url(sweep)).trials
+    assert len(trials) == 4 and [t.state for t in trials] == [TrialState.COMPLETE] * 4, "no trial asked in their place"
+    for trial in killed:
+        run_dir = tmp_path / trial.system_attrs[RUN_DIR_ATTR]
+        after = next(t for t in trials if t.number == trial.number)
+        assert after.system_attrs[RUN_DIR_ATTR] == trial.system_attrs[RUN_DIR_ATTR], "its own directory"
+        run = read_result(run_dir)
+        (resumed_at,) = run["resumed_at_epoch"]
+        assert 3 <= resumed_at <= stopped[trial.number] + 1 and resumed_at % 2 == 1, "from its last checkpoint"
+        assert run["status"] == "completed" and [h["epoch"] for h in run["history"]] == list(range(1, 17))
+        assert sorted(after.intermediate_values) == list(range(1, 17)) and after.value == run["final"]["val_acc"]

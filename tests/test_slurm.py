@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR
 from tests import slurm
-from tests.conftest import read_result, run_train, start_train
-from tests.test_cluster import database, no_worker_left, postgres, reporting, slow, trials, wait_for  # noqa: F401
+from tests.conftest import read_result, run_train, start_train, wait_for
+from tests.test_cluster import database, no_worker_left, postgres, reporting, slow, trials  # noqa: F401
 from tests.test_sweep import FAST, FIXED
 
 if not slurm.available():
@@ -106,7 +106,7 @@ def test_a_search_of_four_trials_where_a_cancelled_job_fails_alone_and_the_same_
     records = {t.number: (tmp_path / t.system_attrs[RUN_DIR_ATTR] / "result.json").read_bytes() for t in done}
     again = run_train(*args, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 trials done, 0 to run" in again.stdout + again.stderr
+    assert "4 trials done, 0 to resume, 0 to run" in again.stdout + again.stderr
     after = trials(database, "c")
     assert [(t.state, t.value) for t in after] == [(t.state, t.value) for t in done], "no trial ran again"
     assert records == {t.number: (tmp_path / t.system_attrs[RUN_DIR_ATTR] / "result.json").read_bytes() for t in after}

@@ -114,7 +114,7 @@ def test_results_and_summary_agree_with_the_study_and_a_rerun_resumes(tmp_path):
     # The same command again: the study is complete, nothing runs, nothing changes.
     job_dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     again = sweep(tmp_path, "t", "hydra.sweeper.n_trials=2")
-    assert "2 trials done, 0 to run" in again.stderr + again.stdout
+    assert "2 trials done, 0 to resume, 0 to run" in again.stderr + again.stdout
     _, study = load(tmp_path, "t")
     assert [(t.number, t.datetime_complete) for t in study.trials] == [(t.number, t.datetime_complete) for t in trials]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == job_dirs

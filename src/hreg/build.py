@@ -80,9 +80,11 @@ def build_hooks(ctx: RunContext) -> list[Hook]:
     return hooks
 
 
-def resume_from_checkpoint(ctx: RunContext) -> int:
-    """Put ``ctx`` back where its last checkpoint left it; returns the first epoch still to train."""
-    state = checkpoint.load(checkpoint.checkpoint_dir(ctx.run_dir) / checkpoint.LAST, ctx.device)
+def resume_from_checkpoint(ctx: RunContext, state: dict | None = None) -> int:
+    """Put ``ctx`` back where its last checkpoint (or ``state``, read from it) left it; returns the first
+    epoch still to train."""
+    if state is None:
+        state = checkpoint.load(checkpoint.checkpoint_dir(ctx.run_dir) / checkpoint.LAST, ctx.device)
     first_epoch = checkpoint.restore(ctx, state)
     ctx.result.resumed(first_epoch)
     ctx.result.device = str(ctx.device)

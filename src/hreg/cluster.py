@@ -90,12 +90,9 @@ def requeued(run_dir: Path) -> bool:
     A sweep's job directory is new to each sweep (``rundir.claim``), so a record found there is an earlier
     attempt of this same job.
     """
-    from hreg.checkpoint import LAST, checkpoint_dir
-    from hreg.result import RESULT_FILE, RunResult
+    from hreg.rundir import resumable
 
-    if not os.environ.get("SUBMITIT_EXECUTOR") or not (run_dir / RESULT_FILE).is_file():
-        return False
-    return (checkpoint_dir(run_dir) / LAST).is_file() and RunResult.load(run_dir).status.resumable
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) and resumable(run_dir)
 
 
 def hand_over(stop: Interrupted) -> None:

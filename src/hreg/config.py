@@ -27,6 +27,16 @@ from hreg.result import OBJECTIVES
 __all__ = ["ConfigError", "validate", "validate_launcher"]
 
 
+#: What an hreg run's config holds at the top level (train.py writes all of them to .hydra/config.yaml).
+RUN_CONFIG_KEYS = ("data", "model", "regularizer", "augment", "optimizer", "device", "epochs", "eval_every",
+                   "seed", "objective", "checkpoint", "early_stopping")
+
+
+def is_run_config(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is an hreg run's config (not another application's, run by hreg's launcher)."""
+    return all(key in cfg for key in RUN_CONFIG_KEYS)
+
+
 def given(overrides: Any) -> set[str]:
     """The keys a list of overrides sets (``+key=v`` and ``~key`` included): what a default must leave alone.
     A ListConfig is read unresolved (a sweep's ``hydra.sweep.subdir`` names ``${hydra.job.num}``)."""

@@ -89,6 +89,15 @@ def release(directory: Path) -> None:
         os.close(entry[0])  # closing the descriptor drops the lock
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that has not ended and a checkpoint it can go on from (``last.pt``)."""
+    from hreg.checkpoint import LAST, checkpoint_dir
+
+    if not (run_dir / RESULT_FILE).is_file() or not (checkpoint_dir(run_dir) / LAST).is_file():
+        return False
+    return RunResult.load(run_dir).status.resumable
+
+
 class RunDirTaken(UserError):
     """The directory holds another run's record: a new run there would replace it."""
 

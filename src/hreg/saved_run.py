@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hreg import checkpoint
 from hreg.atomic import write_atomic
 from hreg.build import build_context, build_model
-from hreg.config import validate
+from hreg.config import RUN_CONFIG_KEYS, validate
 from hreg.device import NAMES as DEVICES
 from hreg.cli import exit_on_error, freeze_at_exit
 from hreg.errors import UserError
@@ -38,11 +38,6 @@ from hreg.run import run
 from hreg.rundir import RunDirLock
 
 log = logging.getLogger("hreg")
-
-
-#: What a run's .hydra/config.yaml holds at the top level (train.py writes all of them).
-RUN_CONFIG_KEYS = ("data", "model", "regularizer", "augment", "optimizer", "device", "epochs", "eval_every",
-                   "seed", "objective", "checkpoint", "early_stopping")
 
 
 class RunDirError(UserError):

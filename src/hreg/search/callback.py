@@ -35,7 +35,9 @@ from hreg.config import given, validate
 from hreg.cli import exit_on_error
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
-from hreg.search.study import HREG_SWEEPER, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url
+from hreg.search.study import (
+    HREG_SWEEPER, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url,
+)
 from hreg.search.trial import build_pruner, pruner_key, stacked
 
 log = logging.getLogger("hreg")
@@ -187,7 +189,12 @@ class OptunaSearch(Callback):
             raise SearchError(f"hydra.sweeper.n_jobs={config.hydra.sweeper.n_jobs!r}: must be an integer >= 1")
 
     def _resume(self, config: DictConfig) -> None:
-        """Fail the trials a crash left running; ask only for the trials still missing."""
+        """Deal with the trials a crash left running, and ask only for the trials still missing.
+
+        On stacks (the pool trains in this process, so nothing else trains them) a
+        trial whose run has a checkpoint stays running: the sweep loop resumes it
+        from there. Any other is failed as lost and asked again.
+        """
         from optuna.storages import RDBStorage
         from optuna.trial import TrialState
 
@@ -197,21 +204,28 @@ class OptunaSearch(Callback):
         study = _open_study(sweeper.study_name, url, str(sweeper.direction))
         storage = RDBStorage(url)
         study_id = storage.get_study_id_from_name(sweeper.study_name)
-        lost = set()
+        lost, resuming = set(), set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            run_dir = trial.system_attrs.get(RUN_DIR_ATTR)
+            if (stacked(config.hydra) and OVERRIDES_ATTR in trial.system_attrs and run_dir
+                    and rundir.resumable(Path(run_dir))):
+                log.info("optuna: trial %d was left running by an earlier sweep; it resumes from its checkpoint",
+                         trial.number)
+                resuming.add(trial.number)
+                continue
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_system_attr(trial_id, STATUS_ATTR, Status.LOST.value)
             study.tell(trial.number, state=TrialState.FAIL)
             lost.add(trial.number)  # whatever its status says by now (its worker may still be writing it)
             log.warning("optuna: trial %d was left running by an earlier sweep; marked failed", trial.number)
-        done = [
+        kept = [
             t for t in study.get_trials(deepcopy=False)
             if t.number not in lost and t.system_attrs.get(STATUS_ATTR) != Status.LOST.value
         ]
-        remaining = max(0, sweeper.n_trials - len(done))
+        remaining = max(0, sweeper.n_trials - len(kept))
         log.info(
-            "optuna: study %s in %s: %d trials done, %d to run (n_trials=%d)",
-            sweeper.study_name, url, len(done), remaining, sweeper.n_trials,
+            "optuna: study %s in %s: %d trials done, %d to resume, %d to run (n_trials=%d)",
+            sweeper.study_name, url, len(kept) - len(resuming), len(resuming), remaining, sweeper.n_trials,
         )
         sweeper.n_trials = remaining
         sweeper.storage = url

@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 
 from hreg.cluster import WorkerLost
 from hreg.result import Status
-from hreg.search.study import STATUS_ATTR, storage_url
+from hreg.search.space import next_job_number
+from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, job_key, storage_url
 
 log = logging.getLogger("hreg")
 
@@ -71,21 +72,35 @@ class Sweep:
         self.study_id = self.records.get_study_id_from_name(self.study.study_name)
         self.asked = 0
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
+        # Trials an earlier sweep on stacks left running with a checkpoint (the search callback kept them):
+        # the pool resumes them first, each in its own directory.
+        from optuna.trial import TrialState
 
-    def ask(self) -> tuple[Hashable, Sequence[str]] | None:
-        """A new trial and its job's overrides, or None once ``n_trials`` have been asked."""
+        self.resuming = list(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def ask(self) -> tuple[Hashable, Sequence[str], Path | None] | None:
+        """A trial, its job's overrides and, for a trial that resumes, its run directory; a new trial while
+        fewer than ``n_trials`` have been asked; then None."""
+        if self.resuming:
+            frozen = self.resuming.pop(0)
+            trial_id = self.records.get_trial_id_from_study_id_trial_number(self.study_id, frozen.number)
+            self.records.set_trial_system_attr(trial_id, JOB_ATTR, job_key(self.impl.config.hydra, next_job_number()))
+            log.info("optuna: trial %d resumes in %s", frozen.number, frozen.system_attrs[RUN_DIR_ATTR])
+            return frozen.number, list(frozen.system_attrs[OVERRIDES_ATTR]), Path(frozen.system_attrs[RUN_DIR_ATTR])
         if self.asked >= self.n_trials:
             return None
         self.asked += 1
         trial = self.study.ask()
         (overrides,) = self.impl._configure_trials([trial], self.space, self.fixed)
-        return trial, overrides
+        return trial, overrides, None
 
     def tell(self, trial: Any, ret: JobReturn) -> None:
-        """End ``trial`` as its run did: the status its job recorded on it, else what the job returned."""
+        """End ``trial`` (a Trial, or a resumed trial's number) as its run did: the status its job recorded
+        on it, else what the job returned."""
         from optuna.trial import TrialState
 
-        trial_id = self.records.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        number = trial if isinstance(trial, int) else trial.number
+        trial_id = self.records.get_trial_id_from_study_id_trial_number(self.study_id, number)
         record = self.records.get_trial(trial_id)
         value = ret.return_value if ret.status == JobStatus.COMPLETED else None
         try:
@@ -111,17 +126,18 @@ class Sweep:
     def run(self) -> None:
         impl = self.impl
         if callable(getattr(impl.launcher, "pool", None)):
+            resumed = len(self.resuming)
             occupancy = impl.launcher.pool(self.ask, self.tell, initial_job_idx=impl.job_idx)
-            impl.job_idx += self.asked
+            impl.job_idx += self.asked + resumed
             log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
         else:
             occupancy = None
             while self.asked < self.n_trials:
                 batch = [self.ask() for _ in range(min(impl.n_jobs, self.n_trials - self.asked))]
-                returns = impl.launcher.launch([overrides for _, overrides in batch], initial_job_idx=impl.job_idx)
+                returns = impl.launcher.launch([overrides for _, overrides, _ in batch], initial_job_idx=impl.job_idx)
                 impl.job_idx += len(returns)
                 failed = self.counts["fail"]
-                for (trial, _), ret in zip(batch, returns):
+                for (trial, _, _), ret in zip(batch, returns):
                     self.tell(trial, ret)
                 if (self.counts["fail"] - failed) / len(returns) > impl.max_failure_rate:
                     log.error("Failed %d times out of %d with max_failure_rate=%s.", self.counts["fail"] - failed,

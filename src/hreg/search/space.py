@@ -29,6 +29,11 @@ TYPES = ("float", "int", "categorical")
 _job_numbers = itertools.count()
 
 
+def next_job_number() -> int:
+    """The number of the next job this sweeper process launches (a new trial's, or a resumed one's)."""
+    return next(_job_numbers)
+
+
 def _current_value(cfg: DictConfig, trial: Trial, param: str) -> Any:
     """A parameter's value for this trial: sampled, fixed on the command line, or the config's."""
     if param in trial.params:
@@ -69,7 +74,7 @@ def suggest(cfg: DictConfig, trial: Trial) -> None:
             _sample(trial, entry)
     overrides = {**trial.params, **trial.user_attrs}  # what the plugin turns into the job's overrides
     trial.set_system_attr(OVERRIDES_ATTR, sorted(f"{k}={v}" for k, v in overrides.items()))
-    trial.set_system_attr(JOB_ATTR, job_key(cfg.hydra, next(_job_numbers)))
+    trial.set_system_attr(JOB_ATTR, job_key(cfg.hydra, next_job_number()))
 
 
 def _is_number(value: Any) -> bool:

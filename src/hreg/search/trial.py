@@ -147,8 +147,9 @@ class TrialReporter(Hook):
             return
         if result.status == Status.INTERRUPTED:
             ctx.log.warning(
-                "optuna: the same sweep command resumes study %s; trial %d will be run again",
+                "optuna: the same sweep command resumes study %s; trial %d %s",
                 self.trial.study.study_name, self.trial.number,
+                "goes on from its checkpoint" if stacked(ctx.hydra) else "will be run again",
             )
 
 

@@ -11,6 +11,9 @@ files, its log file (``train.log``), Hydra's ``on_job_start`` and
 sweeper. Each job's directory ends up as a native run's would, with
 ``"launcher": "stacked"`` in its result file.
 
+Another application's jobs (a config that is not an hreg run's, as in Hydra's
+launcher test suites) each go through ``run_job``, one after the other.
+
 hreg's Optuna sweeper hands over no batch: it calls ``pool``, which asks for a
 job whenever a slot frees and trains the jobs as stacks that take turns.
 """
@@ -35,9 +38,9 @@ from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, ru
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hreg import rundir
-from hreg.build import build_context, build_hooks
-from hreg.config import validate, validate_launcher
+from hreg import checkpoint, rundir
+from hreg.build import build_context, build_hooks, resume_from_checkpoint
+from hreg.config import is_run_config, validate, validate_launcher
 from hreg.data import Splits, build_data
 from hreg.device import build_device
 from hreg.cli import exit_on_error
@@ -60,6 +63,10 @@ MEMORY_PER_SPLIT = 230 * 2**20
 CPU_MEMBERS = 12
 
 
+#: What a pool's ``ask`` gives: the job's key for ``tell``, its overrides, and the directory it resumes in (or None).
+Asked = tuple[Hashable, Sequence[str], Path | None]
+
+
 @dataclass
 class Job:
     """One job of the batch: its number, overrides, full config (with ``hydra``) and run directory."""
@@ -68,6 +75,7 @@ class Job:
     overrides: list[str]
     config: DictConfig
     run_dir: Path
+    resumed: bool = False  # an interrupted job of an earlier sweep, resumed in its own directory
 
     @functools.cached_property
     def task_cfg(self) -> DictConfig:
@@ -156,18 +164,19 @@ class StackedLaunch:
         self.config = config
         self.max_members = max_members
 
-    def _compose(self, index: int, overrides: Sequence[str]) -> Job:
-        """The job's config as Hydra's basic launcher composes it, with its output directory resolved."""
+    def _compose(self, index: int, overrides: Sequence[str], resume: Path | None = None) -> Job:
+        """The job's config as Hydra's basic launcher composes it, with its output directory resolved
+        (``resume``: the directory of an earlier sweep's job that this one resumes)."""
         config = self.hydra_context.config_loader.take(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = index
             config.hydra.job.num = index
         HydraConfig.instance().set_config(config)
-        run_dir = Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).absolute()
+        run_dir = resume or Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).absolute()
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(config)
-        return Job(index, list(overrides), config, run_dir)
+        return Job(index, list(overrides), config, run_dir, resumed=resume is not None)
 
     def _begin(self) -> None:
         """What Hydra's basic launcher does before its jobs: globals, logging, the sweep directory."""
@@ -179,6 +188,8 @@ class StackedLaunch:
         self._begin()
         started = time.perf_counter()
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        if not all(is_run_config(job.task_cfg) for job in jobs):  # another application's tasks: as the basic launcher
+            return [self._run_alone(job) for job in jobs]
         devices = {}
         with exit_on_error("hreg"):  # every job's mistakes before anything trains
             for job in jobs:
@@ -231,8 +242,13 @@ class StackedLaunch:
         if key not in shared:  # runs with the same data config share the splits
             shared[key] = build_data(cfg.data, build_device(cfg.device))
         ctx = build_context(cfg, job.run_dir, log=member_log, hydra=job.config.hydra, data=shared[key])
+        first_epoch, random_state = 1, None
+        if job.resumed:  # the model, optimizer and record of its last checkpoint; the stack's random state then
+            state = checkpoint.load(checkpoint.checkpoint_dir(job.run_dir) / checkpoint.LAST, ctx.device)
+            first_epoch = resume_from_checkpoint(ctx, state)
+            random_state = [state["rng"]["torch"].cpu(), *([state["rng"]["cuda"].cpu()] if "cuda" in state["rng"] else [])]
         ctx.result.set_extra("launcher", "stacked")
-        return Member(job.name, ctx, build_hooks(ctx))
+        return Member(job.name, ctx, build_hooks(ctx), first_epoch, random_state)
 
     def _end_job(self, job: Job, member: Member | None, failure: Exception | None) -> JobReturn:
         """What run_job does after the task: a JobReturn with the objective (or the failure), on_job_end."""
@@ -289,8 +305,8 @@ class StackedLaunch:
 
     # --- a pool of stacks, for a search ------------------------------------------------------------
 
-    def pool(self, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
-             tell: Callable[[Hashable, JobReturn], None], initial_job_idx: int) -> float:
+    def pool(self, ask: Callable[[], Asked | None], tell: Callable[[Hashable, JobReturn], None],
+             initial_job_idx: int) -> float:
         """Train the jobs ``ask`` gives, up to ``max_members`` at once, until it gives None; returns the
         occupancy (the mean share of ``max_members`` training while jobs remained to be asked).
 
@@ -302,6 +318,9 @@ class StackedLaunch:
         cannot stack trains alone (Hydra's ``run_job``) while the pool waits.
         A signal ends every member interrupted, after the epoch of the stack it
         is in; the sweep's trials stay running for the same command to resume.
+        ``ask`` gives (key, overrides, None) for a new job, or (key, overrides,
+        RUN_DIR) for a job of an earlier sweep that resumes from its checkpoint
+        in RUN_DIR, as a stack of its own.
         """
         self._begin()
         set_threads(self.config.threads, self.config.hydra)
@@ -313,7 +332,7 @@ class StackedLaunch:
 class Pool:
     """The slots of a pool sweep (``StackedLaunch.pool``): the running stacks, and the jobs they train."""
 
-    def __init__(self, launch: StackedLaunch, ask: Callable[[], tuple[Hashable, Sequence[str]] | None],
+    def __init__(self, launch: StackedLaunch, ask: Callable[[], Asked | None],
                  tell: Callable[[Hashable, JobReturn], None], initial_job_idx: int) -> None:
         self.launch, self.ask, self.tell = launch, ask, tell
         self.index = initial_job_idx
@@ -364,8 +383,8 @@ class Pool:
             if asked is None:
                 self.asking = False
                 break
-            key, overrides = asked
-            job = self.launch._compose(self.index, overrides)
+            key, overrides, resume = asked
+            job = self.launch._compose(self.index, overrides, resume)
             self.index += 1
             try:
                 cfg = job.task_cfg
@@ -381,8 +400,14 @@ class Pool:
             new.append((key, job, stack_key(cfg, str(device))))
         groups: dict[Hashable, list[tuple[Hashable, Job]]] = {}
         for key, job, stack in new:
-            if stack is None:  # cannot share a stack: alone, now
+            if job.resumed and stack is None:
+                error = RuntimeError(f"{job.run_dir}: a job that cannot stack is not resumed in a pool")
+                log.error("%s: %s", job.name, error)
+                self.tell(key, self.launch._end_job(job, None, error))
+            elif stack is None:  # cannot share a stack: alone, now
                 self.tell(key, self.launch._run_alone(job))
+            elif job.resumed:  # a stack of its own, from its checkpoint's epoch
+                self.start([(key, job)])
             else:
                 groups.setdefault(stack, []).append((key, job))
         for group in groups.values():

@@ -6,7 +6,7 @@ So a stack's step calls torch's own fused kernels (those of ``torch.optim.Adam``
 ``AdamW`` and ``SGD`` with ``fused=True``) on the rows of each block of members
 that share their numbers; a test checks them against torch's optimizers.
 ``export`` gives a member's state in torch's format, so its checkpoint resumes
-in the native loop.
+in the native loop; ``load`` takes it back, for a member that resumes in a stack.
 """
 
 from __future__ import annotations
@@ -93,6 +93,21 @@ class StackedOptimizer:
         """Gradients to None: the next backward pass hands over fresh ones (no pass over a buffer)."""
         for p in self.params:
             p.grad = None
+
+    def load(self, k: int, optimizer: torch.optim.Optimizer, owned: Sequence[int]) -> None:
+        """Member k's state from ``optimizer`` (torch's, as a checkpoint restored it): ``export`` reversed.
+        The stack's step count becomes the member's (the members of a stack share one)."""
+        own = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, p in zip(owned, own, strict=True):
+            state = optimizer.state.get(p, {})
+            if self.kind == "torch.optim.SGD":
+                if state.get("momentum_buffer") is not None:
+                    self.state[0][i][k].copy_(state["momentum_buffer"])
+                continue
+            if "step" in state:
+                self.state[0][i][k].copy_(state["exp_avg"])
+                self.state[1][i][k].copy_(state["exp_avg_sq"])
+                self.steps.fill_(float(state["step"]))
 
     def export(self, k: int, optimizer: torch.optim.Optimizer, owned: Sequence[int]) -> None:
         """Member k's state into ``optimizer`` (torch's, over the member's own MLP); ``owned``: the

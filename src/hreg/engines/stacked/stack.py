@@ -76,18 +76,23 @@ class MemberContext(RunContext):
 class Member:
     """One run of a stack: its context and hooks, and its own log lines (in its own train.log).
 
-    ``failure`` is the exception that failed this member alone (a hook raised), for its job's return.
+    A member resumed from its checkpoint (``ctx`` restored from it) starts at
+    ``first_epoch``, with the stack's random state of that checkpoint
+    (``random_state``). ``failure`` is the exception that failed this member
+    alone (a hook raised), for its job's return.
     """
 
     name: str
     ctx: RunContext
     hooks: list[Hook]
+    first_epoch: int = 1
+    random_state: list[torch.Tensor] | None = None
     progress: Progress = field(init=False)
     run: Lifecycle = field(init=False)
     failure: Exception | None = None
 
     def __post_init__(self) -> None:
-        self.progress = Progress(self.ctx.cfg.epochs, 1, self.ctx.log, bar=False)
+        self.progress = Progress(self.ctx.cfg.epochs, self.first_epoch, self.ctx.log, bar=False)
 
 
 _PENALTY_ORDER = {"none": 0, "l1": 1, "l2": 2}
@@ -148,9 +153,12 @@ class Stack:
 
         self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member ctx)
         self._pool_entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, pool), if any
-        for member in self.members:
+        for position, member in enumerate(self.members):
             member.ctx = MemberContext(**{f.name: getattr(member.ctx, f.name) for f in fields(RunContext)}, stack=self)
-            member.run = Lifecycle(member.ctx, member.hooks, sync_model=functools.partial(self.write, member))
+            member.run = Lifecycle(member.ctx, member.hooks, member.first_epoch,
+                                   sync_model=functools.partial(self.write, member))
+            if member.first_epoch > 1:  # resumed: its optimizer's state as its checkpoint left it
+                self.optimizer.load(position, member.ctx.optimizer, self.model.owned(position))
 
     def _column(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=self.device)
@@ -359,17 +367,22 @@ class StackRun:
 
     def __init__(self, members: Sequence[Member], seed: int, own_random_state: bool = False,
                  console: bool = True) -> None:
+        first_epochs = {m.first_epoch for m in members}
+        if len(first_epochs) > 1:
+            raise ValueError(f"the members of a stack start at the same epoch, not at {sorted(first_epochs)}")
         self.members = list(members)
         self.stack = Stack(members)
         self.cfg = members[0].ctx.cfg
-        self.epoch = 0
+        self.epoch = members[0].first_epoch - 1
         self.started = time.perf_counter()
         self.spent = {"training": 0.0, "evaluation": 0.0, "records and hooks": 0.0}  # for the closing log line
-        self.console = StackProgress(len(members), self.cfg.epochs, bar=console)
+        self.console = StackProgress(len(members), self.cfg.epochs, self.epoch + 1, bar=console)
         device = self.stack.device
         self.cuda = [device] if device.type == "cuda" else []
         self.random_state: list[torch.Tensor] | None = None
-        if own_random_state:
+        if own_random_state and members[0].random_state is not None:  # a resumed member's, from its checkpoint
+            self.random_state = members[0].random_state
+        elif own_random_state:
             with torch.random.fork_rng(devices=self.cuda):
                 torch.manual_seed(seed)
                 self.random_state = self._get_random_state()
@@ -509,8 +522,8 @@ def fit_stack(members: Sequence[Member], seed: int) -> None:
 class StackProgress(Progress):
     """The stack's own progress on the console: a bar on a terminal, about ten log lines."""
 
-    def __init__(self, size: int, epochs: int, bar: bool = True) -> None:
-        super().__init__(epochs, 1, log, bar=bar)
+    def __init__(self, size: int, epochs: int, first_epoch: int = 1, bar: bool = True) -> None:
+        super().__init__(epochs, first_epoch, log, bar=bar)
         self.size = size
 
     def summary(self, stack: Stack) -> dict[str, float]:
