@@ -9,8 +9,21 @@ from __future__ import annotations
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
+from hydra.version import VersionBase
+from packaging.version import Version
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra_plugins.hreg_plugins.stacked_launcher import StackedLauncher
+
+
+@pytest.fixture(autouse=True)
+def hydra_compat_defaults():
+    """The suites expect Hydra's defaults without a ``version_base`` (1.1's: a job runs in its output
+    directory); tests before them in the same worker composed with ``version_base="1.3"``."""
+    base = VersionBase.instance()
+    before = base.getbase()
+    base.setbase(Version("1.1"))
+    yield
+    base.version_base = before
 
 
 def test_hydra_discovers_the_stacked_launcher():
