@@ -106,13 +106,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: a worker per core, and one more. Many tests spend part of their time waiting on the
-    commands they start (sweepers polling their jobs, SLURM scheduling, start-up), and each worker's
-    torch takes one thread: the extra worker uses the core that waiting leaves idle."""
-    return len(os.sched_getaffinity(0)) + 1
-
-
 #: The slowest test files, slowest first (``pytest --durations``). pytest-xdist's ``loadfile`` hands out files in
 #: collection order: started first, the long ones do not leave one worker busy alone at the end.
 SLOWEST_FIRST = ("test_cluster.py", "test_stacked.py", "test_slurm.py", "test_lightning.py", "test_sweep.py",

@@ -119,8 +119,8 @@ def test_a_search_on_a_pool_keeps_its_slots_full_prunes_from_the_first_stack_and
 
 def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_checkpoints(tmp_path):
     args = ("-m", "hydra/sweeper=optuna", "hydra/launcher=stacked", "hydra.launcher.max_members=3",
-            "hydra.sweeper.study_name=kill", "hydra.sweeper.n_trials=4", "epochs=16", "monitor=none",
-            "checkpoint.every=2", "data.train_fraction=0.01", "eval_every=1", "regularizer=none", "augment=none",
+            "hydra.sweeper.study_name=kill", "hydra.sweeper.n_trials=4", "epochs=12", "monitor=none",
+            "checkpoint.every=2", "data.train_fraction=0.01", "eval_every=2", "regularizer=none", "augment=none",
             "model/norm=none", "model.dropout=0.0", "search.stacked_pruner=null")
     sweep = tmp_path / "multirun" / "optuna" / "kill"
 
@@ -131,12 +131,12 @@ def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_chec
             running = optuna.load_study("kill", storage=database_url(sweep)).get_trials(states=(TrialState.RUNNING,))
         except KeyError:  # no study yet
             return []
-        return running if len(running) == 3 and all(len(t.intermediate_values) >= 5 for t in running) else []
+        return running if len(running) == 3 and all(len(t.intermediate_values) >= 3 for t in running) else []
 
     with open(tmp_path / "first.log", "w") as out:
         first = start_train(*args, cwd=tmp_path, output=out)
     try:
-        killed = wait_for(checkpointed, "three trials past their second checkpoint")
+        killed = wait_for(checkpointed, "three trials past their checkpoint of epoch 2")
         first.kill()  # SIGKILL: nothing is checkpointed on the way out
         first.wait()
     finally:
@@ -155,5 +155,6 @@ def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_chec
         run = read_result(run_dir)
         (resumed_at,) = run["resumed_at_epoch"]
         assert 3 <= resumed_at <= stopped[trial.number] + 1 and resumed_at % 2 == 1, "from its last checkpoint"
-        assert run["status"] == "completed" and [h["epoch"] for h in run["history"]] == list(range(1, 17))
-        assert sorted(after.intermediate_values) == list(range(1, 17)) and after.value == run["final"]["val_acc"]
+        evaluated = [1, *range(2, 13, 2)]
+        assert run["status"] == "completed" and [h["epoch"] for h in run["history"]] == evaluated
+        assert sorted(after.intermediate_values) == evaluated and after.value == run["final"]["val_acc"]

@@ -80,7 +80,7 @@ def test_a_multirun_of_four_jobs_runs_on_slurm_as_on_the_basic_launcher(tmp_path
 
 def test_a_search_of_four_trials_where_a_cancelled_job_fails_alone_and_the_same_command_resumes(
         tmp_path, cluster, database):
-    args = search(tmp_path, database, "c", *slow(20), "hydra.sweeper.n_trials=4")
+    args = search(tmp_path, database, "c", *slow(15), "hydra.sweeper.n_trials=4")
     with open(tmp_path / "sweeper.log", "w") as out:
         sweeper = start_train(*args, cwd=tmp_path, output=out)
     try:
