@@ -39,25 +39,45 @@ def test_the_rung_pruner_judges_a_lockstep_stack_the_same_in_any_order():
     assert len({frozenset(judged(VALUES, order, halving)) for order in orders}) > 1
 
 
-def test_the_rung_pruner_judges_only_at_its_rungs_and_compares_with_every_trial_there():
+def test_the_rung_pruner_judges_at_its_rungs_and_compares_with_every_trial_there():
     pruner = RungPruner(min_resource=10, reduction_factor=3, min_trials=2)
-    # (the report before, this report) -> the rung's epoch it reaches: evaluations every 10 epochs with rungs
-    # at 25 and 75 judge rung 25 at epoch 30 and rung 75 at epoch 80.
-    assert [pruner.threshold(*pair) for pair in ((1, 5), (5, 10), (10, 20), (20, 30), (80, 90), (260, 270))] == [
-        None, 10, None, 30, 90, 270]
-    unaligned = RungPruner(min_resource=25, reduction_factor=3)
-    assert [unaligned.threshold(s - 10, s) for s in (20, 30, 40, 70, 80, 90)] == [None, 25, None, None, 75, None]
+    assert [pruner.rungs(step) for step in (9, 10, 29, 30, 95)] == [[], [10], [10], [10, 30], [10, 30, 90]]
     study = optuna.create_study(direction="maximize", pruner=pruner)
     old = study.ask()
     old.report(0.9, 10)
     study.tell(old, 0.9)  # an ended trial's value at the rung still counts
     late = study.ask()
     late.report(0.5, 5)
-    assert not late.should_prune(), "not a rung"
+    assert not late.should_prune(), "before the first rung"
     late.report(0.8, 10)
     assert late.should_prune(), "worse than the only other trial at epoch 10 (2 // 3 -> the best one goes on)"
+    # A rung between two evaluations (25, with evaluations every 10 epochs) is judged at the next one (30).
+    unaligned = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=25, min_trials=1))
+    first, second = unaligned.ask(), unaligned.ask()
+    first.report(0.9, 30)
+    second.report(0.1, 20)
+    assert not second.should_prune(), "epoch 20 is before the rung"
+    second.report(0.2, 30)
+    assert second.should_prune(), "its value at rung 25 is its report at 30"
     with pytest.raises(ValueError):
         RungPruner(reduction_factor=1)
+
+
+def test_the_rung_pruner_takes_a_promotion_back_when_later_trials_reach_the_rung_ahead():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=10, reduction_factor=3))
+    early = [study.ask() for _ in range(3)]
+    for trial, value in zip(early, (0.9, 0.8, 0.7)):
+        trial.report(value, 10)
+    assert [t.should_prune() for t in early] == [False, True, True], "of 3 at the rung, the best one goes on"
+    leader = early[0]
+    leader.report(0.95, 20)
+    assert not leader.should_prune()
+    later = [study.ask() for _ in range(3)]
+    for trial, value in zip(later, (0.99, 0.98, 0.97)):
+        trial.report(value, 10)
+    assert [t.should_prune() for t in later] == [False, False, True], "of 6 at the rung, the best two go on"
+    leader.report(0.96, 25)
+    assert leader.should_prune(), "no longer among the best two at epoch 10: its slot goes to another trial"
 
 
 def test_a_stack_trains_the_same_whether_or_not_another_stack_joins_and_takes_turns(tmp_path):

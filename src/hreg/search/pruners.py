@@ -15,6 +15,15 @@ but reads the values at a rung from what trials have *reported*
 has every member report an epoch before it asks any to be judged
 (``Hook.judge``), so the members of a stack are judged against each other,
 whatever their order, and later trials against everything seen at that rung.
+
+A trial cannot wait at a rung for the trials that will reach it later (a
+member trains on with its stack), so the first trials are promoted with few to
+compare: in a search, the early survivors of a few stacks would train to the
+last epoch unchallenged, and the tail of the search would be theirs. So the
+rule holds at every evaluation, not only when a rung is reached: a trial goes
+on only while it stays among the best at *every* rung it has passed, as later
+trials reach them (asynchronous successive halving, where a promotion can be
+taken back).
 """
 
 from __future__ import annotations
@@ -28,12 +37,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 class RungPruner(BasePruner):
-    """Successive halving over every trial that reached a rung, running ones included.
+    """Successive halving over every trial that reached a rung, running ones included, held at each evaluation.
 
     ``min_resource``: the first rung's epoch; ``reduction_factor``: rung k is at
     ``min_resource * reduction_factor ** k`` and keeps the best 1/reduction_factor
     (at least one); ``min_trials``: a rung prunes only once this many trials have
-    reported there (the first trial at a rung always goes on).
+    reported there (the first trials at a rung go on).
     """
 
     def __init__(self, min_resource: int = 25, reduction_factor: int = 3, min_trials: int = 3) -> None:
@@ -47,39 +56,42 @@ class RungPruner(BasePruner):
         self.reduction_factor = reduction_factor
         self.min_trials = min_trials
 
-    def threshold(self, previous: int | None, step: int) -> int | None:
-        """The epoch of the rung that a report at ``step`` reaches (the first report at or past it), or None.
-
-        ``previous`` is the trial's report before this one: a rung between two evaluations (rungs at
-        25 and 75 with ``eval_every=10``) is judged at the first evaluation past it."""
-        epoch = self.min_resource
-        while epoch < step and not (previous is not None and previous < epoch):
+    def rungs(self, step: int) -> list[int]:
+        """The epochs of the rungs at or before ``step``."""
+        rungs, epoch = [], self.min_resource
+        while epoch <= step:
+            rungs.append(epoch)
             epoch *= self.reduction_factor
-        reached = epoch <= step and (previous is None or previous < epoch)
-        return epoch if reached else None
+        return rungs
 
     @staticmethod
-    def value_at(trial: FrozenTrial, threshold: int) -> float | None:
-        """A trial's value at a rung: its first report at or past the rung's epoch."""
-        steps = [s for s in trial.intermediate_values if s >= threshold]
+    def value_at(trial: FrozenTrial, rung: int) -> float | None:
+        """A trial's value at a rung: its first report at or past the rung's epoch (a rung between two
+        evaluations, 25 with ``eval_every=10``, is judged at the next one, 30)."""
+        steps = [s for s in trial.intermediate_values if s >= rung]
         return trial.intermediate_values[min(steps)] if steps else None
+
+    def kept(self, value: float, values: list[float], maximize: bool) -> bool:
+        """Whether ``value`` is among the best 1/reduction_factor of ``values`` (always, with fewer than min_trials)."""
+        if len(values) < self.min_trials:
+            return True
+        best = sorted(values, reverse=maximize)[max(1, len(values) // self.reduction_factor) - 1]
+        return value >= best if maximize else value <= best
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        earlier = [s for s in trial.intermediate_values if s < step]
-        threshold = self.threshold(max(earlier) if earlier else None, step)
-        if threshold is None:
-            return False
-        value = trial.intermediate_values[step]
-        if math.isnan(value):
+        if math.isnan(trial.intermediate_values[step]):
             return True
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        values = [v for t in study.get_trials(deepcopy=False, states=states)
-                  if (v := self.value_at(t, threshold)) is not None and not math.isnan(v)]
-        if len(values) < self.min_trials:
+        rungs = self.rungs(step)
+        if not rungs:
             return False
-        kept = max(1, len(values) // self.reduction_factor)
-        best = sorted(values, reverse=study.direction == StudyDirection.MAXIMIZE)[kept - 1]
-        return value < best if study.direction == StudyDirection.MAXIMIZE else value > best
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        trials = study.get_trials(deepcopy=False, states=states)
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        for rung in rungs:
+            values = [v for t in trials if (v := self.value_at(t, rung)) is not None and not math.isnan(v)]
+            if not self.kept(self.value_at(trial, rung), values, maximize):
+                return True
+        return False
