@@ -8,17 +8,22 @@ REPEATS times (sampler seeds 0, 1, ...), each search in a fresh directory:
   its rung pruner) against the basic launcher (one trial at a time, its median pruner);
 - ``--compare pruning``: the basic launcher's median pruner against no pruning.
 
-Prints, per search, the wall time, the epochs trained, the trials pruned, the
-best trial's validation and test accuracy and (pool) the occupancy of its
-slots; then the medians and the wall-time ratio of the first variant to the second.
+Prints, per search, the wall time, when its last trial started (after the
+first: the rest of the wall time is its tail, the last trials training out),
+the epochs trained, the trials pruned and completed, the best trial's
+validation and test accuracy and (pool) the occupancy of its slots; then the
+medians and the wall-time ratio of the first variant to the second.
 
     .venv/bin/python benchmarks/bench_sweep.py [--compare pool|pruning] [--trials 40] [--epochs 200]
-                                               [--repeats 1] [--only VARIANT] [overrides...]
+                                               [--repeats 1] [--only VARIANT] [--keep DIR] [overrides...]
+
+``--keep DIR`` keeps each search's directory (trials, study, logs) under DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -42,7 +47,7 @@ COMPARISONS = {
 
 def one_search(workdir: Path, overrides: list[str]) -> dict[str, float]:
     """Run one search in ``workdir``; read its outcome back from the study database."""
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "hydra/sweeper=optuna", *overrides],
                    cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -51,10 +56,13 @@ def one_search(workdir: Path, overrides: list[str]) -> dict[str, float]:
     study = optuna.load_study(study_name="hreg", storage=database_url(sweep))
     best = study.best_trial
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    starts = [t.datetime_start for t in study.trials]
     return {
         "wall_s": wall_s,
+        "last_start_s": (max(starts) - min(starts)).total_seconds(),
         "epochs": sum(t.system_attrs.get(EPOCHS_ATTR, 0) for t in study.trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
+        "completed": sum(t.state == TrialState.COMPLETE for t in study.trials),
         "best_val_acc": best.value,
         "best_test_acc": best.system_attrs[FINAL_ATTR]["test_acc"],
         "occupancy": results.get("occupancy", float("nan")),
@@ -62,7 +70,8 @@ def one_search(workdir: Path, overrides: list[str]) -> dict[str, float]:
 
 
 def row(seed: object, name: str, s: dict[str, float]) -> str:
-    return (f"| {seed} | {name} | {s['wall_s']:.0f} | {s['epochs']:.0f} | {s['pruned']:.0f} "
+    return (f"| {seed} | {name} | {s['wall_s']:.0f} | {s['last_start_s']:.0f} | {s['epochs']:.0f} "
+            f"| {s['pruned']:.0f} | {s['completed']:.0f} "
             f"| {s['best_val_acc']:.4f} | {s['best_test_acc']:.4f} | {s['occupancy']:.2f} |")
 
 
@@ -73,6 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", help="run one variant only")
+    parser.add_argument("--keep", type=Path, help="keep the searches' directories under this one")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for every variant")
     args = parser.parse_args()
     base = [f"hydra.sweeper.n_trials={args.trials}", f"epochs={args.epochs}", *args.overrides]
@@ -80,9 +90,11 @@ def main() -> None:
     if args.only:
         variants = {args.only: variants[args.only]}
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    print("| sampler seed | variant | wall (s) | epochs trained | trials pruned | best val acc | its test acc | occupancy |")
-    print("|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
+    print("| sampler seed | variant | wall (s) | last trial started (s) | epochs trained | trials pruned "
+          "| trials completed | best val acc | its test acc | occupancy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with contextlib.ExitStack() as scope:
+        tmp = args.keep or scope.enter_context(tempfile.TemporaryDirectory())
         for seed in range(args.repeats):
             for i, (name, extra) in enumerate(variants.items()):
                 s = one_search(Path(tmp, f"{seed}-{i}"), [*base, f"hydra.sweeper.sampler.seed={seed}", *extra])
