@@ -73,6 +73,7 @@ class Rule:
     allowed: str
     test: Callable[[Any], bool]
     optional: bool = False  # absent or null is fine (e.g. keys of one group option only)
+    nullable: bool = True  # with optional: False when only absence is fine (null would reach the code)
 
 
 RULES = [
@@ -119,8 +120,8 @@ RULES = [
     ),
     Rule("monitor", "null or a monitor (monitor=tensorboard or none)", lambda v: isinstance(v, dict), optional=True),
     Rule("monitor.histograms", "an integer >= 2 (the first and the last epoch)",
-         lambda v: _integer(v) and v >= 2, optional=True),
-    Rule("monitor.hparams", "true or false", lambda v: isinstance(v, bool), optional=True),
+         lambda v: _integer(v) and v >= 2, optional=True, nullable=False),
+    Rule("monitor.hparams", "true or false", lambda v: isinstance(v, bool), optional=True, nullable=False),
     Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
     Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
     Rule("device.name", *_one_of(DEVICES)),
@@ -156,11 +157,15 @@ LAUNCHER_RULES = [
 COMBINED_RULES: list[Callable[[DictConfig], ConfigError | None]] = [_batchnorm_batch_of_one]
 
 
+_ABSENT = object()
+
+
 def _check(cfg: DictConfig, rules: list[Rule], prefix: str = "") -> None:
     for rule in rules:
-        value = OmegaConf.select(cfg, rule.key, default=None)
-        if value is None and rule.optional:
+        value = OmegaConf.select(cfg, rule.key, default=_ABSENT)
+        if rule.optional and (value is _ABSENT or (value is None and rule.nullable)):
             continue
+        value = None if value is _ABSENT else value
         plain = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
         try:
             ok = plain is not None and rule.test(plain)
