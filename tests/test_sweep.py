@@ -24,7 +24,7 @@ from hreg.search.space import suggest
 from hreg.search.study import (
     FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url, job_key,
 )
-from hreg.search.trial import TrialReporter
+from hreg.search.trial import TrialReporter, stacked
 from hreg.stops import Lost
 from hreg.search.summary import main as hreg_study
 from tests.conftest import compose_config, one_error_line, read_result, run_train
@@ -89,6 +89,7 @@ def test_results_and_summary_agree_with_the_study_and_a_rerun_resumes(tmp_path):
         assert_dependent_parameters_apply(trial.params)
         run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])
         assert run["optuna_trial"] == trial.number and run["status"] == "completed"
+        assert run.get("launcher") == "stacked", "no launcher named: the search trains on the pool"
         assert trial.value == run["final"]["val_acc"]  # the objective is validation accuracy...
         assert trial.system_attrs[FINAL_ATTR]["test_acc"] == run["final"]["test_acc"]  # ...test is recorded
         assert run["config"]["optimizer"]["lr"] == trial.params["optimizer.lr"]
@@ -139,12 +140,13 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
     assert lrs == [1e9, 1e-3, 1e9]
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
     assert [t.system_attrs[STATUS_ATTR] for t in study.trials] == ["diverged", "completed", "diverged"]
-    assert "run stopped (diverged)" in proc.stdout + proc.stderr
+    assert "diverged at epoch 1: training loss is nan" in proc.stdout + proc.stderr
     assert study.best_value > 0.3
 
 
 def test_a_bad_trial_is_pruned_by_the_median_pruner(tmp_path):
-    prune_early = ("search.pruner.n_startup_trials=1", "search.pruner.n_warmup_steps=0", *FIXED)
+    prune_early = ("hydra/launcher=basic", "search.pruner.n_startup_trials=1", "search.pruner.n_warmup_steps=0",
+                   *FIXED)
     sweep(tmp_path, "prune", "optimizer.lr=1e-3", "hydra.sweeper.n_trials=1", *prune_early)
     # Same study, one more trial with a learning rate too small to learn anything: below the median.
     proc = sweep(tmp_path, "prune", "optimizer.lr=1e-7", "hydra.sweeper.n_trials=2", *prune_early)
@@ -202,6 +204,24 @@ def test_a_job_sees_the_sweep_id_its_sweeper_records_whatever_uuid_draws(drawn):
     job = compose_config("hydra/sweeper=optuna", *config.hydra.overrides.hydra, hydra=True)  # as Hydra composes it
     assert job_key(job.hydra, 3) == job_key(config.hydra, 3)
     assert drawn in job_key(job.hydra, 3)[0]
+
+
+@pytest.mark.parametrize("given, launcher", [
+    ((), "stacked"),
+    (("hydra/launcher=basic",), "basic"),
+    (("hydra/launcher=joblib",), "joblib"),
+    (("engine=lightning",), "basic"),  # the pool stacks native runs only
+])
+def test_a_search_on_the_native_engine_that_names_no_launcher_trains_on_the_pool(given, launcher):
+    config = compose_config("hydra/sweeper=optuna", *given, hydra=True)
+    search = instantiate(config.hydra.callbacks.optuna_search)
+    with read_write(config), open_dict(config):
+        config.hydra.job.num = 0
+        search._apply_defaults(config)
+    job = compose_config("hydra/sweeper=optuna", *given, *config.hydra.overrides.hydra, hydra=True)  # as Hydra does
+    for cfg in (config, job):
+        assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher
+        assert stacked(cfg.hydra) == (launcher == "stacked"), "the launcher decides the pruner"
 
 
 def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_trial_has_ended(tmp_path):

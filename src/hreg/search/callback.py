@@ -6,7 +6,10 @@ value. Around it, without replacing it, this callback:
 * applies hreg's defaults: Hydra refuses a YAML ``hydra/sweeper/optuna.yaml``
   beside the plugin's structured config of the same name, so the callback adds
   the hydra overrides the user did not give (search space hook, direction,
-  study name, sweep directory, database, and hreg's subclass of the sweeper);
+  study name, sweep directory, database, and hreg's subclass of the sweeper),
+  and a search on the native engine that names no launcher trains on the
+  pool of stacks (``hydra/launcher=stacked``; ``hydra/launcher=basic`` for one
+  trial at a time);
 * validates everything a sweep needs before any trial runs (the base config,
   the search space, the pruner), each mistake as one line;
 * holds the sweep directory (one sweep per study at a time) and resumes its
@@ -30,9 +33,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.hreg_plugins.stacked_launcher import StackedLauncherConf
+
 from hreg import rundir
 from hreg.config import given, validate
 from hreg.cli import exit_on_error
+from hreg.engines import engine_name
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
 from hreg.search.study import (
@@ -41,6 +47,10 @@ from hreg.search.study import (
 from hreg.search.trial import build_pruner, pruner_key, stacked
 
 log = logging.getLogger("hreg")
+
+
+#: The launcher of a search that names none (on the native engine): the pool of stacks.
+POOL_LAUNCHER = "stacked"
 
 
 class NonFiniteObjective(RuntimeError):
@@ -64,27 +74,28 @@ def _first_refused(target: str, settings: dict[str, Any]) -> str | None:
 
 
 def check_pruner(config: DictConfig) -> None:
-    """Build the sweep's pruner once, before any trial: a mistake there would otherwise fail every job.
-    The line names the setting the pruner refused, where one alone is refused."""
+    """Build the sweep's pruners once, before any trial: a mistake there would otherwise fail every job.
+    Both are checked (``search.pruner`` for trials alone, ``search.stacked_pruner`` on stacks), so that a
+    mistake is never taken silently. The line names the setting the pruner refused, where one alone is refused."""
     import optuna
 
-    on_stacks = stacked(config.hydra)
-    key = pruner_key(on_stacks)
-    pruner_cfg = config.search.get(key)
-    if pruner_cfg is not None and not (isinstance(pruner_cfg, DictConfig) and "_target_" in pruner_cfg):
-        raise SearchError(f"search.{key}={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")
-    target = OmegaConf.select(config, f"search.{key}._target_", default=None)
-    try:
-        pruner = build_pruner(config.search, on_stacks)
-    except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
-        cause = error.__cause__ or error
-        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        settings = {k: v for k, v in OmegaConf.to_container(pruner_cfg).items() if not k.startswith("_")}
-        name = _first_refused(target, settings)
-        where = f"search.{key}.{name}={settings[name]!r}" if name else f"search.{key} (_target_={target})"
-        raise SearchError(f"{where}: cannot be built: {text}") from None
-    if not isinstance(pruner, optuna.pruners.BasePruner):
-        raise SearchError(f"search.{key} (_target_={target}): not an optuna pruner")
+    for on_stacks in (False, True):
+        key = pruner_key(on_stacks)
+        pruner_cfg = config.search.get(key)
+        if pruner_cfg is not None and not (isinstance(pruner_cfg, DictConfig) and "_target_" in pruner_cfg):
+            raise SearchError(f"search.{key}={pruner_cfg!r}: must be an optuna.pruners class (with _target_) or null")
+        target = OmegaConf.select(config, f"search.{key}._target_", default=None)
+        try:
+            pruner = build_pruner(config.search, on_stacks)
+        except Exception as error:  # instantiate wraps import errors, bad keys and bad values alike
+            cause = error.__cause__ or error
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            settings = {k: v for k, v in OmegaConf.to_container(pruner_cfg).items() if not k.startswith("_")}
+            name = _first_refused(target, settings)
+            where = f"search.{key}.{name}={settings[name]!r}" if name else f"search.{key} (_target_={target})"
+            raise SearchError(f"{where}: cannot be built: {text}") from None
+        if not isinstance(pruner, optuna.pruners.BasePruner):
+            raise SearchError(f"search.{key} (_target_={target}): not an optuna pruner")
 
 
 def _open_study(name: str, url: str, direction: str, attempts: int = 5):
@@ -120,9 +131,9 @@ class OptunaSearch(Callback):
         with exit_on_error("hreg"):
             validate(config)  # before the defaults below read config.objective
             check_space(config.search.space)
-            check_pruner(config)
             with read_write(config), open_dict(config):
                 self._apply_defaults(config)
+                check_pruner(config)
                 check_conditional_sweeps(config)
                 rundir.acquire(Path(config.hydra.sweep.dir))  # before _resume: it fails trials left running
                 self._resume(config)
@@ -159,6 +170,11 @@ class OptunaSearch(Callback):
                 overrides.append(f"{key}={value}")
                 OmegaConf.update(config, key, value)
 
+        if "hydra/launcher" not in overridden and config.hydra.runtime.choices.get("hydra/launcher") == "basic" \
+                and engine_name(config) == "native":  # the pool of stacks; jobs are composed with it too
+            overrides.append(f"hydra/launcher={POOL_LAUNCHER}")
+            config.hydra.launcher = OmegaConf.structured(StackedLauncherConf)
+            config.hydra.runtime.choices["hydra/launcher"] = POOL_LAUNCHER
         direction = OBJECTIVES[config.objective]
         if "hydra.sweeper.direction" in overridden and str(config.hydra.sweeper.direction) != direction:
             raise SearchError(
