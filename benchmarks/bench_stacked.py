@@ -1,6 +1,6 @@
 """Benchmark: what stacked training buys, measured side by side.
 
-Three parts (``--parts``, all by default):
+Its parts (``--parts``; throughput and study by default):
 
 - ``throughput``: model-epochs per second of training (no evaluation, no hooks) of one
   native run against stacks of K = 1, 4, 8, 24 members, in this one process, repeated
@@ -8,15 +8,13 @@ Three parts (``--parts``, all by default):
 - ``study``: ``train.py -m experiment=compare_regularizers`` (24 jobs) with the stacked
   launcher and with Hydra's basic launcher, alternately, in fresh processes; medians of
   the wall time.
-- ``search``: ``train.py -m hydra/sweeper=optuna`` with the stacked launcher
-  (``hydra.sweeper.n_jobs`` trials a batch); wall time, trials completed and pruned.
 - ``mixed`` (only when named): the study's stack that mixes normalisations (BatchNorm,
   LayerNorm, augment and combined, 3 seeds each) against the three stacks it replaces
   (3, 3 and 6), trained side by side in this process to ``--mixed-epochs``, in chunks of
   5 epochs taken alternately; training time by quarter and in all.
 
     .venv/bin/python benchmarks/bench_stacked.py [--parts throughput,study] [--device cpu]
-        [--study-epochs 200] [--repeats 3] [--search-trials 40 --search-epochs 1000 --search-jobs 20]
+        [--study-epochs 200] [--repeats 3]
         [--parts mixed --mixed-epochs 200]
 """
 
@@ -140,24 +138,6 @@ def study(device: str, repeats: int, epochs: int, launchers: list[str]) -> None:
         print(f"\nbasic / stacked, median of the paired ratios: {statistics.median(ratios):.2f}x")
 
 
-def search(device: str, trials: int, epochs: int, jobs: int) -> None:
-    import optuna
-    from optuna.trial import TrialState
-
-    from hreg.search.study import database_url
-
-    args = ["-m", "hydra/sweeper=optuna", "hydra/launcher=stacked", f"hydra.sweeper.n_trials={trials}",
-            f"hydra.sweeper.n_jobs={jobs}", f"epochs={epochs}", f"device={device}"]
-    with tempfile.TemporaryDirectory() as work:
-        wall = timed(args, Path(work))
-        study_ = optuna.load_study(study_name="hreg", storage=database_url(Path(work) / "multirun" / "optuna" / "hreg"))
-        states = [t.state for t in study_.trials]
-        best = study_.best_trial
-    print(f"\n`train.py {' '.join(args)}`: {wall:.1f} s wall; {states.count(TrialState.COMPLETE)} completed, "
-          f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed; "
-          f"best val acc {best.value:.4f} ({best.params})")
-
-
 def mixed(device: str, epochs: int, chunk: int = 5) -> None:
     from hreg.build import build_context
     from hreg.engines.stacked.stack import Member, Stack
@@ -200,16 +180,13 @@ def mixed(device: str, epochs: int, chunk: int = 5) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="throughput,study,search")
+    parser.add_argument("--parts", default="throughput,study")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="1,4,8,24", help="stack sizes for the throughput part")
     parser.add_argument("--epochs", type=int, default=20, help="epochs a throughput sample")
     parser.add_argument("--study-epochs", type=int, default=200)
     parser.add_argument("--launchers", default="stacked,basic", help="for the study part")
-    parser.add_argument("--search-trials", type=int, default=40)
-    parser.add_argument("--search-epochs", type=int, default=1000)
-    parser.add_argument("--search-jobs", type=int, default=20)
     parser.add_argument("--mixed-epochs", type=int, default=200)
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -217,8 +194,6 @@ def main() -> None:
         throughput(args.device, args.repeats, [int(k) for k in args.sizes.split(",")], args.epochs)
     if "study" in parts:
         study(args.device, args.repeats, args.study_epochs, args.launchers.split(","))
-    if "search" in parts:
-        search(args.device, args.search_trials, args.search_epochs, args.search_jobs)
     if "mixed" in parts:
         mixed(args.device, args.mixed_epochs)
 

@@ -35,8 +35,7 @@ step smoke 45 python3 train.py -m hydra/launcher=stacked seed=0,1,2 epochs=30 de
 step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_graph.py
 step study 110 python3 benchmarks/bench_stacked.py --parts study --device cuda --study-epochs 1000 --repeats 1 \
   --launchers stacked
-step search 180 python3 benchmarks/bench_stacked.py --parts search --device cuda --search-trials 40 \
-  --search-epochs 1000 --search-jobs 20
+step search 180 python3 benchmarks/bench_sweep.py --only pool --trials 40 --epochs 1000 device=cuda
 step mixed 60 python3 benchmarks/bench_stacked.py --parts mixed --device cuda --mixed-epochs 200
 step bench_run 100 python3 benchmarks/bench_run.py --compare graph --repeats 1 device=cuda
 step throughput 60 python3 benchmarks/bench_stacked.py --parts throughput --device cuda --sizes 1,24,64 \
