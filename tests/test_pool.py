@@ -116,7 +116,7 @@ def test_a_search_on_a_pool_keeps_its_slots_full_prunes_from_the_first_stack_and
     proc = run_train(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "multirun" / "optuna" / "pool"
-    study = optuna.load_study("pool", storage=database_url(sweep))
+    study = optuna.load_study(study_name="pool", storage=database_url(sweep))
     trials = study.trials
     assert len(trials) == 7 and all(t.state.is_finished() for t in trials)
     for trial in trials:
@@ -148,7 +148,7 @@ def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_chec
         if "Study name: kill" not in (tmp_path / "first.log").read_text():  # its tables made: reading cannot race
             return []
         try:
-            running = optuna.load_study("kill", storage=database_url(sweep)).get_trials(states=(TrialState.RUNNING,))
+            running = optuna.load_study(study_name="kill", storage=database_url(sweep)).get_trials(states=(TrialState.RUNNING,))
         except KeyError:  # no study yet
             return []
         return running if len(running) == 3 and all(len(t.intermediate_values) >= 3 for t in running) else []
@@ -166,7 +166,7 @@ def test_a_pool_sweep_killed_outright_resumes_its_running_trials_from_their_chec
     again = run_train(*args, cwd=tmp_path, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 trials done, 3 to resume, 1 to run" in again.stdout + again.stderr
-    trials = optuna.load_study("kill", storage=database_url(sweep)).trials
+    trials = optuna.load_study(study_name="kill", storage=database_url(sweep)).trials
     assert len(trials) == 4 and [t.state for t in trials] == [TrialState.COMPLETE] * 4, "no trial asked in their place"
     for trial in killed:
         run_dir = tmp_path / trial.system_attrs[RUN_DIR_ATTR]

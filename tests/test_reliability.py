@@ -119,7 +119,7 @@ def test_a_sweep_whose_trials_all_diverge_ends_with_summary_and_report(tmp_path)
     proc = sweep(tmp_path, "blowup", "optimizer.lr=1e9", "hydra.sweeper.n_trials=2")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     sweep_dir = tmp_path / "multirun" / "optuna" / "blowup"
-    study = optuna.load_study("blowup", storage=database_url(sweep_dir))
+    study = optuna.load_study(study_name="blowup", storage=database_url(sweep_dir))
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert [t.system_attrs[STATUS_ATTR] for t in study.trials] == ["diverged"] * 2
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())

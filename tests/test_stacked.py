@@ -477,7 +477,7 @@ def test_an_optuna_search_on_the_stacked_launcher_prunes_and_tells_every_trial(t
                        "hydra.sweeper.sampler.seed=1", "search.stacked_pruner.min_resource=1",
                        "search.stacked_pruner.reduction_factor=2", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    study = optuna.load_study("st", storage=database_url(tmp_path / "multirun" / "optuna" / "st"))
+    study = optuna.load_study(study_name="st", storage=database_url(tmp_path / "multirun" / "optuna" / "st"))
     assert len(study.trials) == 6
     for trial in study.trials:
         run = read_result(tmp_path / trial.system_attrs[RUN_DIR_ATTR])

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import csv
 import logging
-import uuid
 from types import SimpleNamespace
-from unittest import mock
 
 import optuna
 import pytest
 import yaml
-from optuna.trial import Trial, TrialState
+from optuna.trial import TrialState
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict, read_write
 
 from hreg import checkpoint
 from hreg.search.space import suggest
-from hreg.search.study import (
-    FINAL_ATTR, JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, database_url, job_key,
-)
-from hreg.search.trial import TrialReporter, stacked
+from hreg.search.pool import on_pool
+from hreg.search.study import FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url
+from hreg.search.trial import TrialReporter
 from hreg.stops import Lost
 from hreg.search.summary import main as hreg_study
 from tests.conftest import compose_config, one_error_line, read_result, run_train
@@ -50,7 +47,7 @@ def sweep(tmp_path, study: str, *args: str, expect_rc: int = 0):
 
 def load(tmp_path, study: str):
     sweep_dir = tmp_path / "multirun" / "optuna" / study
-    return sweep_dir, optuna.load_study(study, storage=database_url(sweep_dir))
+    return sweep_dir, optuna.load_study(study_name=study, storage=database_url(sweep_dir))
 
 
 def assert_dependent_parameters_apply(params: dict, fixed: dict | None = None) -> None:
@@ -192,20 +189,6 @@ def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):
     assert message in one_error_line(proc)
 
 
-@pytest.mark.parametrize("drawn", ["123456789012", "1234e5678901", "0123abcdef45"])
-def test_a_job_sees_the_sweep_id_its_sweeper_records_whatever_uuid_draws(drawn):
-    """The sweeper's id reaches its jobs as an override, which Hydra parses (1234e5678901 as a float, inf): it must
-    arrive as the string the sweeper records on its trials, or no job finds its trial (a flaky failure in CI)."""
-    config = compose_config("hydra/sweeper=optuna", hydra=True)
-    search = instantiate(config.hydra.callbacks.optuna_search)
-    with mock.patch("uuid.uuid4", return_value=uuid.UUID(drawn + "0" * 20)), read_write(config), open_dict(config):
-        config.hydra.job.num = 0  # as in a multirun's config (the compose API leaves it missing)
-        search._apply_defaults(config)
-    job = compose_config("hydra/sweeper=optuna", *config.hydra.overrides.hydra, hydra=True)  # as Hydra composes it
-    assert job_key(job.hydra, 3) == job_key(config.hydra, 3)
-    assert drawn in job_key(job.hydra, 3)[0]
-
-
 @pytest.mark.parametrize("given, launcher", [
     ((), "stacked"),
     (("hydra/launcher=basic",), "basic"),
@@ -221,57 +204,34 @@ def test_a_search_on_the_native_engine_that_names_no_launcher_trains_on_the_pool
     job = compose_config("hydra/sweeper=optuna", *given, *config.hydra.overrides.hydra, hydra=True)  # as Hydra does
     for cfg in (config, job):
         assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher
-        assert stacked(cfg.hydra) == (launcher == "stacked"), "the launcher decides the pruner"
+        assert on_pool(cfg.hydra) == (launcher == "stacked"), "the launcher decides the pruner"
 
 
-def test_a_job_claims_the_trial_of_its_own_sweeper_process_and_stops_if_that_trial_has_ended(tmp_path):
-    """Job numbers start from 0 in every sweeper process: a trial records which process launched it."""
+def test_a_job_reports_to_the_trial_it_is_given_and_stops_as_lost_once_that_trial_has_ended(tmp_path):
+    """The sweeper tells each job its trial (hydra.sweeper.trial); a restarted sweeper may have failed it meanwhile."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
-    overrides = ["optimizer.lr=0.001"]
+    old, new = study.ask(), study.ask()
 
-    def sampled(sweeper_id: str) -> Trial:  # as suggest() records a trial launched as job 0
-        trial = study.ask()
-        trial.set_system_attr(OVERRIDES_ATTR, overrides)
-        trial.set_system_attr(JOB_ATTR, [sweeper_id, 0])
-        return trial
-
-    def job(sweeper_id: str, run_dir: str) -> SimpleNamespace:  # what connect reads of a job's run context
+    def job(number: int, run_dir: str) -> SimpleNamespace:  # what connect reads of a job's run context
         hydra = OmegaConf.create({
-            "sweeper": {"study_name": "s", "storage": url}, "overrides": {"task": overrides},
-            "runtime": {"output_dir": run_dir}, "job": {"num": 0, "env_set": {SWEEP_ID: sweeper_id}},
+            "sweeper": {"study_name": "s", "storage": url, "trial": number},
+            "runtime": {"output_dir": run_dir}, "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
         })
         return SimpleNamespace(hydra=hydra, cfg=compose_config("search.pruner=null"), log=logging.getLogger("test"))
 
-    old = sampled("first")
+    current = TrialReporter.connect(job(new.number, "second/0"))
+    assert current.number == new.number
+    current.on_epoch_end(None, 10, None, {"val_acc": 0.5}, True)
+    current.judge(SimpleNamespace(cfg=SimpleNamespace(epochs=20)), 10)  # no pruner: goes on
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert trials[new.number].intermediate_values == {10: 0.5}
+    assert trials[new.number].system_attrs[RUN_DIR_ATTR] == "second/0"
+    again = TrialReporter.connect(job(new.number, "second/0"))  # the same job started again (requeued)
+    assert again.number == new.number
+
     study.tell(old.number, state=TrialState.FAIL)  # the first sweeper was killed; its restart failed the trial
-    new = sampled("second")  # and asked one in its place: same overrides, same job number
-    late = TrialReporter.connect(job("first", "first/0"))  # the first sweeper's job, starting only now
-    assert late.trial.number == old.number, "it never takes the new sweeper's trial"
+    late = TrialReporter.connect(job(old.number, "first/0"))  # the first sweeper's job, starting only now
     with pytest.raises(Lost):
         late.on_epoch_end(None, 1, None, {"val_acc": 0.5}, True)
-    current = TrialReporter.connect(job("second", "second/0"))
-    assert current.trial.number == new.number
-    assert optuna.load_study("s", storage=url).trials[new.number].system_attrs[RUN_DIR_ATTR] == "second/0"
-    again = TrialReporter.connect(job("second", "second/0"))  # the same job started again (requeued)
-    assert again.trial.number == new.number
-    assert TrialReporter.connect(job("second", "elsewhere/0")) is None, "a claimed trial is not taken twice"
-
-
-def test_the_sweep_loop_uses_the_plugins_helpers_as_they_are():
-    """hreg's loop (search/loop.py) calls these helpers of hydra-optuna-sweeper: a version that renames or
-    reshapes them fails here first."""
-    import inspect
-
-    from hydra_plugins.hydra_optuna_sweeper import _impl
-
-    def params(function) -> list[str]:
-        return list(inspect.signature(function).parameters)
-
-    impl = _impl.OptunaSweeperImpl
-    assert params(_impl.create_params_from_overrides) == ["arguments"]
-    assert params(impl._configure_trials) == ["self", "trials", "search_space_distributions", "fixed_params"]
-    assert params(impl._process_searchspace_config) == params(impl._parse_sweeper_params_config) == ["self"]
-    assert params(impl._get_directions) == ["self"] and params(impl._to_grid_sampler_choices) == ["self", "distribution"]
-    distributions, fixed = _impl.create_params_from_overrides(["x=range(1,3)", "y=choice(a,b)", "z=5"])
-    assert set(distributions) == {"x", "y"} and fixed == {"z": "5"}
+    assert RUN_DIR_ATTR not in optuna.load_study(study_name="s", storage=url).trials[old.number].system_attrs

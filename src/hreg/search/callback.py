@@ -1,15 +1,14 @@
-"""``OptunaSearch``: the Hydra callback that turns ``-m hydra/sweeper=optuna`` into hreg's search.
+"""``OptunaSearch``: the Hydra callback around hreg's search (``-m hydra/sweeper=optuna``).
 
-The plugin asks trials, launches one job per trial and tells the job's return
-value. Around it, without replacing it, this callback:
+hreg's sweeper (hydra_plugins/hreg_plugins/optuna_sweeper.py) asks trials,
+launches their jobs and tells what each run recorded. Before it starts and after
+it ends, this callback:
 
-* applies hreg's defaults: Hydra refuses a YAML ``hydra/sweeper/optuna.yaml``
-  beside the plugin's structured config of the same name, so the callback adds
-  the hydra overrides the user did not give (search space hook, direction,
-  study name, sweep directory, database, and hreg's subclass of the sweeper),
-  and a search on the native engine that names no launcher trains on the
-  pool of stacks (``hydra/launcher=stacked``; ``hydra/launcher=basic`` for one
-  trial at a time);
+* applies the defaults that lie outside the sweeper's own config: the sweep
+  directory (``ROOT/STUDY_NAME``) and its database, and the pool of stacks
+  (``hydra/launcher=stacked``) for a search on the native engine that names no
+  launcher (``hydra/launcher=basic`` for one trial at a time). Each is a hydra
+  override the user did not give, so that every job is composed with it too;
 * validates everything a sweep needs before any trial runs (the base config,
   the search space, the pruner), each mistake as one line;
 * holds the sweep directory (one sweep per study at a time) and resumes its
@@ -24,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,10 +39,11 @@ from hreg.cli import exit_on_error
 from hreg.engines import engine_name
 from hreg.result import OBJECTIVES, Status
 from hreg.search.space import check_conditional_sweeps, check_space
+from hreg.search.pool import on_pool
 from hreg.search.study import (
-    HREG_SWEEPER, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SWEEP_ID, SearchError, database_url, is_optuna, storage_url,
+    OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SearchError, database_url, is_optuna, open_storage, storage_url,
 )
-from hreg.search.trial import build_pruner, pruner_key, stacked
+from hreg.search.trial import build_pruner, pruner_key
 
 log = logging.getLogger("hreg")
 
@@ -106,7 +105,8 @@ def _open_study(name: str, url: str, direction: str, attempts: int = 5):
 
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.create_study(study_name=name, storage=url, direction=direction, load_if_exists=True)
+            storage = open_storage(url)
+            return optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
         except Exception as error:  # a database that cannot be reached or opened, or the race
             race = isinstance(error, (IntegrityError, ProgrammingError)) and any(
                 words in str(error) for words in ("already exists", "duplicate key"))
@@ -118,11 +118,7 @@ def _open_study(name: str, url: str, direction: str, attempts: int = 5):
 class OptunaSearch(Callback):
     """Turns ``-m hydra/sweeper=optuna`` into hreg's search, resumes its study, and summarises it."""
 
-    def __init__(self, study_name: str, n_trials: int, n_jobs: int, max_failure_rate: float, root: str) -> None:
-        self.study_name = study_name
-        self.n_trials = n_trials
-        self.n_jobs = n_jobs
-        self.max_failure_rate = max_failure_rate
+    def __init__(self, root: str) -> None:
         self.root = root
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -155,7 +151,7 @@ class OptunaSearch(Callback):
         from hreg.search.summary import write_summary
 
         sweeper = config.hydra.sweeper
-        study = optuna.load_study(sweeper.study_name, storage=storage_url(sweeper.storage))
+        study = optuna.load_study(study_name=sweeper.study_name, storage=open_storage(storage_url(sweeper.storage)))
         for path in write_summary(study, Path(config.hydra.sweep.dir)):
             log.info("optuna: wrote %s", path)
         rundir.release(Path(config.hydra.sweep.dir))
@@ -176,29 +172,17 @@ class OptunaSearch(Callback):
             config.hydra.launcher = OmegaConf.structured(StackedLauncherConf)
             config.hydra.runtime.choices["hydra/launcher"] = POOL_LAUNCHER
         direction = OBJECTIVES[config.objective]
-        if "hydra.sweeper.direction" in overridden and str(config.hydra.sweeper.direction) != direction:
+        given_direction = config.hydra.sweeper.direction
+        if given_direction is not None and str(getattr(given_direction, "name", given_direction)) != direction:
             raise SearchError(
                 f"hydra.sweeper.direction={config.hydra.sweeper.direction}: objective={config.objective} "
                 f"must be {direction}d (leave hydra.sweeper.direction out)"
             )
-        default("hydra.sweeper._target_", HREG_SWEEPER)
-        default("hydra.sweeper.direction", direction)
-        default("hydra.sweeper.custom_search_space", "hreg.search.space.suggest")
-        default("hydra.sweeper.study_name", self.study_name)
-        default("hydra.sweeper.n_trials", self.n_trials)
-        default("hydra.sweeper.n_jobs", self.n_jobs)
-        default("hydra.sweeper.max_failure_rate", self.max_failure_rate)
         default("hydra.sweep.dir", str(Path(self.root, config.hydra.sweeper.study_name)))
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # trial dirs of a rerun never collide
         default("hydra.sweep.subdir", f"{stamp}_${{hydra.job.num}}")
-        default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
-        # This sweeper process, for its jobs to find their trials (trial.py). A letter first: Hydra reads an
-        # unquoted override such as 1234e5678901 as a number (inf), and the job's id would differ.
-        sweep_id = f"s{uuid.uuid4().hex[:12]}"
-        overrides.append(f"++hydra.job.env_set.{SWEEP_ID}={sweep_id}")
-        OmegaConf.update(config, f"hydra.job.env_set.{SWEEP_ID}", sweep_id, force_add=True)
-        if config.hydra.sweeper.storage is None:
-            raise SearchError("hydra.sweeper.storage=null: the search needs a database (for pruning and resume)")
+        if config.hydra.sweeper.storage is None:  # the sweeper's default: SQLite in the sweep directory
+            default("hydra.sweeper.storage", database_url(config.hydra.sweep.dir))
         if not isinstance(config.hydra.sweeper.n_trials, int) or config.hydra.sweeper.n_trials < 0:
             raise SearchError(f"hydra.sweeper.n_trials={config.hydra.sweeper.n_trials!r}: must be an integer >= 0")
         if not isinstance(config.hydra.sweeper.n_jobs, int) or config.hydra.sweeper.n_jobs < 1:
@@ -211,19 +195,18 @@ class OptunaSearch(Callback):
         trial whose run has a checkpoint stays running: the sweep loop resumes it
         from there. Any other is failed as lost and asked again.
         """
-        from optuna.storages import RDBStorage
         from optuna.trial import TrialState
 
         sweeper = config.hydra.sweeper
         url = storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-        study = _open_study(sweeper.study_name, url, str(sweeper.direction))
-        storage = RDBStorage(url)
+        study = _open_study(sweeper.study_name, url, OBJECTIVES[config.objective])
+        storage = open_storage(url)
         study_id = storage.get_study_id_from_name(sweeper.study_name)
         lost, resuming = set(), set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = trial.system_attrs.get(RUN_DIR_ATTR)
-            if (stacked(config.hydra) and OVERRIDES_ATTR in trial.system_attrs and run_dir
+            if (on_pool(config.hydra) and OVERRIDES_ATTR in trial.system_attrs and run_dir
                     and rundir.resumable(Path(run_dir))):
                 log.info("optuna: trial %d was left running by an earlier sweep; it resumes from its checkpoint",
                          trial.number)

@@ -1,38 +1,47 @@
 """hreg's sweep loop: trials asked from the study, launched, and told as their runs ended.
 
-The plugin's own loop tells COMPLETE for every job that returned a number, so
-a pruned run's trial would end COMPLETE; it also asks ``n_jobs`` trials at a
-time and waits for the whole batch. This loop, run by hreg's subclass of the
-plugin's sweeper, keeps the plugin's study, search space and trial overrides
-(its ``create_params_from_overrides`` and its sweeper's
-``_process_searchspace_config``, ``_parse_sweeper_params_config``,
-``_get_directions``, ``_to_grid_sampler_choices`` and ``_configure_trials``,
-pinned by ``tests/test_sweep.py``) and changes two things:
+Run by hreg's sweeper (``hydra/sweeper=optuna``), with Optuna's and Hydra's public
+APIs only:
 
-- each trial is told what its run recorded on it (``STATUS_ATTR``): pruned
-  runs end PRUNED, diverged or failed ones FAIL, the others COMPLETE;
-- with ``hydra/launcher=stacked``, trials are asked one by one whenever a slot
-  of the launcher's pool frees (``StackedLaunch.pool``) and told as soon as
-  each run ends, so the sampler learns from every ended trial before it
-  samples the next; with any other launcher, ``n_jobs`` at a time.
+- the search space is the sweep's overrides and ``hydra.sweeper.params``
+  (``distributions.py``) and ``search.space`` (``hydra.sweeper.custom_search_space``,
+  ``space.py``), drawn with the trial's ``suggest_*`` methods;
+- each job is told its trial (``hydra.sweeper.trial=NUMBER`` among its overrides)
+  and reports to it (``trial.py``);
+- each trial is told what its run recorded on it (``STATUS_ATTR``, through
+  ``Status.trial_state``): pruned runs end PRUNED, diverged or failed ones FAIL,
+  the others COMPLETE with the job's return value;
+- with a pool launcher (``pool.py``: ``hydra/launcher=stacked``), trials are asked
+  one by one whenever a slot frees and told as soon as each run ends, so the
+  sampler learns from every ended trial before it samples the next; with any
+  other launcher, ``n_jobs`` at a time.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
+from hreg.cli import exit_on_error
 from hreg.cluster import WorkerLost
-from hreg.result import Status
-from hreg.search.space import next_job_number
-from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, job_key, storage_url
+from hreg.result import OBJECTIVES, Status
+from hreg.search import distributions
+from hreg.search.pool import Asked, PoolLauncher
+from hreg.search.sampler import sampler_factory
+from hreg.search.study import (
+    OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, TRIAL_KEY, SearchError, open_storage, storage_url,
+)
 
 log = logging.getLogger("hreg")
 
@@ -40,115 +49,159 @@ RESULTS_FILE = "optimization_results.yaml"
 
 
 class Sweep:
-    """One sweep of the plugin's sweeper ``impl`` (its ``OptunaSweeperImpl``, set up by Hydra)."""
+    """One sweep of hreg's sweeper: its launcher, study, search space, and the trials asked and told."""
 
-    def __init__(self, impl: Any, arguments: list[str]) -> None:
-        import optuna
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-        self.impl = impl
-        impl._process_searchspace_config()
-        distributions, self.fixed = create_params_from_overrides(impl._parse_sweeper_params_config() + list(arguments))
-        self.space = dict(impl.search_space_distributions or {})
-        self.space.update(distributions)
-        self.n_trials = impl.n_trials
-        self.grid = isinstance(impl.sampler, functools.partial) and impl.sampler.func == optuna.samplers.GridSampler
-        if self.grid:
-            choices = {name: impl._to_grid_sampler_choices(d) for name, d in self.space.items()}
-            impl.sampler = impl.sampler(choices)
-            self.n_trials = min(self.n_trials, math.prod(len(v) for v in choices.values()))
-            log.info("Updating num of trials to %d due to using GridSampler.", self.n_trials)
-        for name in self.fixed:
-            self.space.pop(name, None)
-        self.study = optuna.create_study(study_name=impl.study_name, storage=impl.storage, sampler=impl.sampler,
-                                         directions=impl._get_directions(), load_if_exists=True)
-        log.info("Study name: %s | Storage: %s | Sampler: %s | Directions: %s", self.study.study_name,
-                 impl.storage, type(impl.sampler).__name__, impl._get_directions())
-        # What the jobs record on their trials, read from the database itself (the study's cache keeps the
-        # trials this process asked as it last wrote them).
-        from optuna.storages import RDBStorage
-
-        self.records = RDBStorage(storage_url(impl.storage))
-        self.study_id = self.records.get_study_id_from_name(self.study.study_name)
+    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig, *,
+                 sampler: DictConfig, direction: Any, storage: Any, study_name: str, n_trials: int, n_jobs: int,
+                 max_failure_rate: float, search_space: DictConfig | None, custom_search_space: str | None,
+                 params: DictConfig | None) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+        self.sampler = sampler
+        self.direction = str(getattr(direction, "name", direction) or OBJECTIVES[config.objective])
+        self.url = storage_url(storage)
+        self.study_name = study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.search_space = search_space if params is None else None  # params win, as in the plugin
+        self.extend = get_method(custom_search_space) if custom_search_space else None
+        self.params = params
         self.asked = 0
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
-        # Trials an earlier sweep on stacks left running with a checkpoint (the search callback kept them):
-        # the pool resumes them first, each in its own directory.
-        from optuna.trial import TrialState
 
+    def _open(self, arguments: list[str]) -> None:
+        """The search space, the sampler and the study (created, or loaded to resume)."""
+        self.space = {str(k): distributions.from_config(v) for k, v in (self.search_space or {}).items()}
+        given = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        drawn, self.fixed = distributions.from_overrides(given)
+        self.space.update(drawn)
+        for name in self.fixed:
+            self.space.pop(name, None)
+        factory = sampler_factory(self.sampler, self.config.hydra.runtime.choices.get("hydra/sweeper/sampler"))
+        if str(self.sampler._target_) == "optuna.samplers.GridSampler":
+            grid = {name: distributions.grid_choices(name, d) for name, d in self.space.items()}
+            sampler = factory(grid)
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+            log.info("Updating num of trials to %d due to using GridSampler.", self.n_trials)
+        else:
+            sampler = factory()
+        self.storage = open_storage(self.url)
+        self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
+                                         direction=self.direction, load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name(self.study_name)
+        log.info("Study name: %s | Storage: %s | Sampler: %s | Direction: %s", self.study_name, self.url,
+                 type(sampler).__name__, self.direction)
+        # Trials an earlier sweep on a pool left running with a checkpoint (the search callback kept them):
+        # the pool resumes them first, each in its own directory.
         self.resuming = list(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def ask(self) -> tuple[Hashable, Sequence[str], Path | None] | None:
-        """A trial, its job's overrides and, for a trial that resumes, its run directory; a new trial while
-        fewer than ``n_trials`` have been asked; then None."""
+    def _trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def _draw(self, trial: optuna.Trial) -> list[str]:
+        """Sample ``trial``; the overrides of its job (its sampled and fixed parameters)."""
+        try:
+            for name, distribution in self.space.items():
+                distributions.suggest(trial, name, distribution)
+            for name, value in self.fixed.items():
+                trial.set_user_attr(name, value)
+            if self.extend:
+                self.extend(self.config, trial)
+        except ValueError as error:  # Optuna refuses a parameter this study has drawn from another distribution
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise SearchError(f"study {self.study_name}: {error}; keep its search space, or start a new study "
+                              "(hydra.sweeper.study_name=...)") from None
+        overlap = trial.params.keys() & self.fixed.keys()
+        if overlap:
+            raise SearchError(f"{', '.join(sorted(overlap))}: both fixed and searched; give each one way only")
+        return [f"{name}={value}" for name, value in {**trial.params, **self.fixed}.items()]
+
+    def ask(self) -> Asked | None:
+        """A trial's number, its job's overrides and, for a trial that resumes, its run directory; a new trial
+        while fewer than ``n_trials`` have been asked; then None."""
         if self.resuming:
             frozen = self.resuming.pop(0)
-            trial_id = self.records.get_trial_id_from_study_id_trial_number(self.study_id, frozen.number)
-            self.records.set_trial_system_attr(trial_id, JOB_ATTR, job_key(self.impl.config.hydra, next_job_number()))
             log.info("optuna: trial %d resumes in %s", frozen.number, frozen.system_attrs[RUN_DIR_ATTR])
-            return frozen.number, list(frozen.system_attrs[OVERRIDES_ATTR]), Path(frozen.system_attrs[RUN_DIR_ATTR])
+            overrides = list(frozen.system_attrs[OVERRIDES_ATTR])
+            return frozen.number, [*overrides, f"{TRIAL_KEY}={frozen.number}"], Path(frozen.system_attrs[RUN_DIR_ATTR])
         if self.asked >= self.n_trials:
             return None
         self.asked += 1
         trial = self.study.ask()
-        (overrides,) = self.impl._configure_trials([trial], self.space, self.fixed)
-        return trial, overrides, None
+        overrides = self._draw(trial)
+        self.storage.set_trial_system_attr(self._trial_id(trial.number), OVERRIDES_ATTR, overrides)
+        return trial.number, [*overrides, f"{TRIAL_KEY}={trial.number}"], None
 
-    def tell(self, trial: Any, ret: JobReturn) -> None:
-        """End ``trial`` (a Trial, or a resumed trial's number) as its run did: the status its job recorded
-        on it, else what the job returned."""
-        from optuna.trial import TrialState
-
-        number = trial if isinstance(trial, int) else trial.number
-        trial_id = self.records.get_trial_id_from_study_id_trial_number(self.study_id, number)
-        record = self.records.get_trial(trial_id)
-        value = ret.return_value if ret.status == JobStatus.COMPLETED else None
+    def tell(self, number: int, ret: JobReturn) -> None:
+        """End trial ``number`` as its run did: the status its job recorded on it, else what the job returned."""
+        record = self.storage.get_trial(self._trial_id(number))
         try:
-            if record.system_attrs.get(STATUS_ATTR) == Status.PRUNED.value:
-                # Its value is its last report, as Optuna gives a pruned trial (the study's cache has no reports).
-                if record.last_step is not None:
-                    self.records.set_trial_values(trial_id, [record.intermediate_values[record.last_step]])
-                self.study.tell(trial, state=TrialState.PRUNED)
-                self.counts["pruned"] += 1
-            elif isinstance(value, (float, int)) and math.isfinite(value):
-                self.study.tell(trial, float(value))
-                self.counts["complete"] += 1
+            value, failure = ret.return_value, None
+        except Exception as error:  # the job failed: JobReturn raises its error
+            value, failure = None, error
+        status = record.system_attrs.get(STATUS_ATTR)
+        finite = isinstance(value, (float, int)) and math.isfinite(value)
+        state = Status(status).trial_state if status else "COMPLETE"
+        if state == "COMPLETE" and not finite:
+            state = "FAIL"
+        try:
+            if state == "PRUNED":  # its value is its last report
+                self.study.tell(number, state=TrialState.PRUNED)
+            elif state == "COMPLETE":
+                self.study.tell(number, float(value))
             else:
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.counts["fail"] += 1
-                failure = value if ret.status == JobStatus.COMPLETED else ret._return_value
+                self.study.tell(number, state=TrialState.FAIL)
                 if not isinstance(failure, WorkerLost):  # its launcher has said why, with where its output is
-                    log.warning("Failed experiment: %s", failure)
+                    log.warning("Failed experiment: %s", failure if failure is not None else value)
         except RuntimeError as error:  # the grid sampler stops the study once its grid is done
-            if not (self.grid and "Study.stop" in str(error)):
+            if "Study.stop" not in str(error):
                 raise
+        self.counts[state.lower()] += 1
 
-    def run(self) -> None:
-        impl = self.impl
-        if callable(getattr(impl.launcher, "pool", None)):
-            resumed = len(self.resuming)
-            occupancy = impl.launcher.pool(self.ask, self.tell, initial_job_idx=impl.job_idx)
-            impl.job_idx += self.asked + resumed
-            log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
-        else:
-            occupancy = None
-            while self.asked < self.n_trials:
-                batch = [self.ask() for _ in range(min(impl.n_jobs, self.n_trials - self.asked))]
-                returns = impl.launcher.launch([overrides for _, overrides, _ in batch], initial_job_idx=impl.job_idx)
-                impl.job_idx += len(returns)
-                failed = self.counts["fail"]
-                for (trial, _, _), ret in zip(batch, returns):
-                    self.tell(trial, ret)
-                if (self.counts["fail"] - failed) / len(returns) > impl.max_failure_rate:
-                    log.error("Failed %d times out of %d with max_failure_rate=%s.", self.counts["fail"] - failed,
-                              len(returns), impl.max_failure_rate)
-                    for ret in returns:
-                        ret.return_value  # raises a failed job's error, with its traceback
+    def _launch_batches(self) -> None:
+        """Trials ``n_jobs`` at a time through the launcher's ``launch``, told when the batch returns."""
+        index = 0
+        while self.asked < self.n_trials:
+            batch = [self.ask() for _ in range(min(self.n_jobs, self.n_trials - self.asked))]
+            returns = self.launcher.launch([overrides for _, overrides, _ in batch], initial_job_idx=index)
+            index += len(returns)
+            failed = self.counts["fail"]
+            for (number, _, _), ret in zip(batch, returns):
+                self.tell(number, ret)
+            if (self.counts["fail"] - failed) / len(returns) > self.max_failure_rate:
+                log.error("Failed %d times out of %d with max_failure_rate=%s.", self.counts["fail"] - failed,
+                          len(returns), self.max_failure_rate)
+                for ret in returns:
+                    ret.return_value  # raises a failed job's error, with its traceback
+
+    def run(self, arguments: list[str]) -> None:
+        with exit_on_error("hreg"):
+            self._open(arguments)
+            results: dict[str, Any] = {"name": "optuna"}
+            if isinstance(self.launcher, PoolLauncher):
+                occupancy = self.launcher.pool(self.ask, self.tell, initial_job_idx=0)
+                log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
+                results["occupancy"] = round(occupancy, 4)
+            else:
+                self._launch_batches()
         log.info("optuna: %d trials told (%s)", self.asked, ", ".join(f"{n} {s}" for s, n in self.counts.items()))
-        best = self.study.best_trial  # a ValueError when none completed: the sweeper subclass ends cleanly
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-        if occupancy is not None:
-            results["occupancy"] = round(occupancy, 4)
-        log.info("Best parameters: %s", best.params)
-        log.info("Best value: %s", best.value)
-        OmegaConf.save(OmegaConf.create(results), Path(str(impl.config.hydra.sweep.dir)) / RESULTS_FILE)
+        self._write_results(results)
+
+    def _write_results(self, results: dict[str, Any]) -> None:
+        """``optimization_results.yaml``: the best trial's parameters and value, or why there is none."""
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            best = self.study.best_trial
+            results.update(best_params=best.params, best_value=best.value)
+            log.info("Best parameters: %s", best.params)
+            log.info("Best value: %s", best.value)
+        else:
+            counts = {}
+            for trial in self.study.get_trials(deepcopy=False):
+                counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+            log.warning("optuna: no trial of study %s completed (%s): no best parameters", self.study_name,
+                        counts or "no trials")
+            results.update(best_params=None, best_value=None, completed_trials=0, trials=counts)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)

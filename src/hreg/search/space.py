@@ -1,6 +1,6 @@
 """The search space (``search.space``): sampled once per trial, checked once before the sweep.
 
-``suggest`` is the plugin's ``custom_search_space`` hook: it samples every entry
+``suggest`` is the sweeper's ``custom_search_space`` hook: it samples every entry
 and skips one whose ``when`` fails, so a trial never records a parameter that
 did not apply. ``check_space`` refuses, before anything runs, what Optuna would
 refuse in the first trial (with a traceback and a trial left behind without
@@ -9,29 +9,18 @@ parameters).
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hreg.search.study import JOB_ATTR, OVERRIDES_ATTR, SearchError, job_key
+from hreg.search.study import SearchError
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
 
 TYPES = ("float", "int", "categorical")
-
-#: The plugin asks a batch of trials, calls ``suggest`` on each in order, then launches them as Hydra jobs
-#: numbered on from 0 in its process: the n-th trial ``suggest`` sees in a sweeper process becomes job n
-#: (recorded with the sweeper's id, since a restarted sweeper numbers from 0 again).
-_job_numbers = itertools.count()
-
-
-def next_job_number() -> int:
-    """The number of the next job this sweeper process launches (a new trial's, or a resumed one's)."""
-    return next(_job_numbers)
 
 
 def _current_value(cfg: DictConfig, trial: Trial, param: str) -> Any:
@@ -61,20 +50,15 @@ def _sample(trial: Trial, entry: DictConfig) -> None:
 
 
 def suggest(cfg: DictConfig, trial: Trial) -> None:
-    """The plugin's ``custom_search_space`` hook: sample ``search.space`` into ``trial``.
+    """The sweeper's ``custom_search_space`` hook: sample ``search.space`` into ``trial``.
 
     Entries already set (sampled from a command-line sweep, or fixed by a plain
-    override) are left alone; an entry whose ``when`` fails is not sampled. The
-    overrides the job will get and the job it is launched as (sweeper process and
-    job number) are recorded on the trial, for the job to find it.
+    override) are left alone; an entry whose ``when`` fails is not sampled.
     """
     for entry in cfg.search.space.values():
         taken = entry.param in trial.params or entry.param in trial.user_attrs
         if not taken and _applies(cfg, trial, entry.get("when")):
             _sample(trial, entry)
-    overrides = {**trial.params, **trial.user_attrs}  # what the plugin turns into the job's overrides
-    trial.set_system_attr(OVERRIDES_ATTR, sorted(f"{k}={v}" for k, v in overrides.items()))
-    trial.set_system_attr(JOB_ATTR, job_key(cfg.hydra, next_job_number()))
 
 
 def _is_number(value: Any) -> bool:

@@ -1,36 +1,34 @@
-"""What the sweeper's side and the jobs' side of a search share: names in the study database and its URL."""
+"""What the sweeper's side and the jobs' side of a search share: names in the study database, its URL, its storage."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from hreg.errors import UserError
 
-#: The plugin's sweeper, and hreg's subclass of it that the search callback puts in its place.
-PLUGIN_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+log = logging.getLogger("hreg")
+
+#: hreg's sweeper, which ``hydra/sweeper=optuna`` selects (hydra_plugins/hreg_plugins/optuna_sweeper.py).
 HREG_SWEEPER = "hydra_plugins.hreg_plugins.optuna_sweeper.OptunaSweeper"
 DATABASE = "optuna.db"
 
 # System attributes of a trial (user attributes are the plugin's fixed parameters).
 OVERRIDES_ATTR = "hreg:overrides"  # the job's overrides, set when the trial is sampled
-JOB_ATTR = "hreg:job"  # [sweep id, hydra.job.num]: the sweeper process and job the trial is launched as
 RUN_DIR_ATTR = "hreg:run_dir"  # set by the job that claims the trial
 STATUS_ATTR = "hreg:status"  # the run's status: completed, pruned, diverged, ... or lost
 FINAL_ATTR = "hreg:final"  # final metrics of the run (validation and test)
 EPOCHS_ATTR = "hreg:epochs"  # epochs the run trained
 
-
-#: The id of one sweeper process, set by the search callback as an environment variable of every job
-#: (hydra.job.env_set): job numbers start from 0 again when a sweep is restarted.
-SWEEP_ID = "HREG_SWEEP_ID"
-
-
-def job_key(hydra: DictConfig, job_num: int) -> list:
-    """What a trial records of the job it is launched as (``JOB_ATTR``), from the sweep's ``hydra`` node."""
-    return [hydra.job.env_set.get(SWEEP_ID), job_num]
+#: The job override that tells a job its trial: the sweeper adds ``hydra.sweeper.trial=NUMBER`` to each job's
+#: overrides (a hydra override, so the task's own overrides and its directory name stay as they were).
+TRIAL_KEY = "hydra.sweeper.trial"
 
 
 class SearchError(UserError):
@@ -39,7 +37,7 @@ class SearchError(UserError):
 
 def is_optuna(hydra: DictConfig) -> bool:
     """Whether ``hydra`` (a config's ``hydra`` node) runs the Optuna sweeper."""
-    return hydra.sweeper.get("_target_") in (PLUGIN_SWEEPER, HREG_SWEEPER)
+    return hydra.sweeper.get("_target_") == HREG_SWEEPER
 
 
 def database_url(sweep_dir: Path) -> str:
@@ -52,3 +50,24 @@ def storage_url(storage: Any) -> str | None:
     if storage is None or isinstance(storage, str):
         return storage
     return storage.url
+
+
+def open_storage(url: str) -> RDBStorage:
+    """The study database at ``url``, its schema upgraded first if an older Optuna wrote it (one log line).
+
+    Optuna's upgrade is one way: a database upgraded here is no longer readable by the Optuna that wrote it.
+    Connections are checked before use (``pool_pre_ping``), so a server that restarted gives a new one.
+    """
+    from optuna.storages import RDBStorage
+
+    engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return RDBStorage(url, engine_kwargs=engine)
+    except RuntimeError as error:  # Optuna's compatibility check: "... execute `$ optuna storage upgrade` ..."
+        if "storage upgrade" not in str(error):
+            raise
+    old = RDBStorage(url, engine_kwargs=engine, skip_compatibility_check=True, skip_table_creation=True)
+    log.warning("optuna: the study database %s was written by an older Optuna (schema %s): upgrading it to %s, "
+                "as `optuna storage upgrade` does", url, old.get_current_version(), old.get_head_version())
+    old.upgrade()
+    return RDBStorage(url, engine_kwargs=engine)

@@ -25,13 +25,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-from optuna.distributions import CategoricalDistribution, LogUniformDistribution  # noqa: E402
+from optuna.distributions import CategoricalDistribution  # noqa: E402
 from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
 from hreg.cli import exit_on_error  # noqa: E402
 from hreg.errors import UserError  # noqa: E402
 from hreg.report.tables import table  # noqa: E402
-from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url  # noqa: E402
+from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url, open_storage  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -107,7 +107,7 @@ def _axis_positions(trials: list[FrozenTrial], name: str) -> list[float]:
         top = max(len(choices) - 1, 1)
         return [choices.index(t.params[name]) / top if name in t.params else math.nan for t in trials]
     low, high = distribution.low, distribution.high
-    scale = math.log if isinstance(distribution, LogUniformDistribution) else float
+    scale = math.log if distribution.log else float
     span = (scale(high) - scale(low)) or 1.0
     return [(scale(t.params[name]) - scale(low)) / span if name in t.params else math.nan for t in trials]
 
@@ -115,8 +115,7 @@ def _axis_positions(trials: list[FrozenTrial], name: str) -> list[float]:
 def plot_parallel_coordinates(study: optuna.Study, path: Path) -> None:
     """One line per completed trial across its parameters, coloured by the objective.
 
-    Drawn here because optuna 2.10's own version fails with current matplotlib;
-    a parameter a trial did not sample leaves a gap in its line.
+    Drawn here so that a parameter a trial did not sample leaves a gap in its line.
     """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     names = sorted({name for t in trials for name in t.params})
@@ -162,13 +161,14 @@ def load_study(sweep_dir: Path, storage: str | None, name: str | None) -> optuna
     """The study of a sweep directory (its optuna.db unless ``storage``), by ``name`` or the only one."""
     if not storage and not (sweep_dir / DATABASE).is_file():
         raise StudyError(f"no {DATABASE} in {sweep_dir}")
-    storage = storage or database_url(sweep_dir)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    url = storage or database_url(sweep_dir)
+    opened = open_storage(url)
+    names = optuna.get_all_study_names(opened)
     if name is None and len(names) != 1:
-        raise StudyError(f"{len(names)} studies in {storage} ({', '.join(names)}): pass --study NAME")
+        raise StudyError(f"{len(names)} studies in {url} ({', '.join(names)}): pass --study NAME")
     if name is not None and name not in names:
-        raise StudyError(f"no study {name!r} in {storage} (it has: {', '.join(names)})")
-    return optuna.load_study(name or names[0], storage=storage)
+        raise StudyError(f"no study {name!r} in {url} (it has: {', '.join(names)})")
+    return optuna.load_study(study_name=name or names[0], storage=opened)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,59 +1,82 @@
-"""The plugin's Optuna sweeper with hreg's sweep loop (``hreg.search.loop``), ending cleanly when no trial completed.
+"""``hydra/sweeper=optuna``: hreg's Optuna sweeper, on the Optuna sweeper plugin's config schema.
 
-The loop tells each trial what its run recorded (a pruned run's trial ends
-PRUNED) and, with ``hydra/launcher=stacked``, asks trials one by one as slots
-of the launcher's pool free up.
+The config is the plugin's ``OptunaSweeperConf`` (every ``hydra.sweeper.*`` key and
+the ``hydra/sweeper/sampler`` group keep their meaning) with hreg's defaults and
+``_target_`` set to the ``OptunaSweeper`` below, a plain Hydra ``Sweeper``; the
+work is in ``hreg.search.loop``. Only the plugin's public config module is used.
 
-At its end the plugin asks the study for its best trial, which raises when no
-trial completed (every trial diverged or was pruned, or ``n_trials=0``). Here
-that ends the sweep with a warning and an ``optimization_results.yaml`` that
-says so, and the callbacks still write the summary and the report.
+The plugin stores its own ``hydra/sweeper/optuna`` node when Hydra scans the
+plugins, in an order that depends on where each package is installed. So this
+node is stored again by ``HregSearchPath``, a search path plugin, which Hydra
+calls only after every plugin module has run: the last store wins.
+
+No ``from __future__ import annotations`` here: Hydra runs plugin modules outside ``sys.modules``,
+where dataclasses cannot resolve string annotations.
 """
 
-from __future__ import annotations
+from dataclasses import dataclass
+from typing import Any, List, Optional
 
-import logging
-from pathlib import Path
-from typing import Any
-
-import yaml
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as PluginSweeper
-
-log = logging.getLogger("hreg")
-
-RESULTS_FILE = "optimization_results.yaml"
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf as PluginConf
+from omegaconf import DictConfig
 
 
-class OptunaSweeper(PluginSweeper):
-    def sweep(self, arguments: list[str]) -> Any:
-        try:
-            from hreg.search.loop import Sweep
+@dataclass
+class OptunaSweeperConf(PluginConf):
+    _target_: str = "hydra_plugins.hreg_plugins.optuna_sweeper.OptunaSweeper"
+    # The sampler reaches the sweeper as its config: hreg builds it for today's Optuna (src/hreg/search/sampler.py).
+    _recursive_: bool = False
+    # null: maximize or minimize, as the run's `objective` needs (val_acc or val_loss)
+    direction: Any = None
+    study_name: Optional[str] = "hreg"
+    # Trials the study should hold in the end (a resumed study runs only the missing ones).
+    n_trials: int = 40
+    # Trials launched at once by a launcher that takes batches (joblib, submitit); the pool takes none.
+    n_jobs: int = 1
+    # Diverged or crashed trials are recorded as failed and the sweep goes on.
+    max_failure_rate: float = 1.0
+    # null: sqlite:///SWEEP_DIR/optuna.db
+    storage: Optional[Any] = None
+    # Samples `search.space` (src/hreg/search/space.py).
+    custom_search_space: Optional[str] = "hreg.search.space.suggest"
+    # The trial a job runs: set by the sweeper in each job's overrides, never by hand.
+    trial: Optional[int] = None
 
-            return Sweep(self.sweeper, arguments).run()
-        except ValueError as error:
-            if "dynamic value space" in str(error):  # the study's trials sampled other choices
-                from hreg.cli import exit_on_error
-                from hreg.search.study import SearchError
 
-                with exit_on_error("hreg"):
-                    raise SearchError(
-                        f"study {self.sweeper.study_name} already has trials with other choices for a categorical "
-                        "parameter; keep its choices, or start a new study (hydra.sweeper.study_name=...)"
-                    ) from None
-            import optuna
-            from optuna.trial import TrialState
+def store() -> None:
+    ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="hreg")
 
-            impl = self.sweeper
-            study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-            if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                raise  # not the missing best trial: a real error
-            sweep_dir = Path(impl.config.hydra.sweep.dir)
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            counts = {state.name.lower(): 0 for state in TrialState}
-            for trial in study.trials:
-                counts[trial.state.name.lower()] += 1
-            trials = {state: n for state, n in counts.items() if n}
-            log.warning("optuna: no trial of study %s completed (%s): no best parameters", study.study_name, trials or "no trials")
-            results = {"name": "optuna", "best_params": None, "best_value": None, "completed_trials": 0, "trials": trials}
-            (sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
-            return None
+
+store()
+
+
+class HregSearchPath(SearchPathPlugin):
+    """Stores hreg's ``hydra/sweeper/optuna`` once every plugin module has run (see the module's docstring)."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        store()
+
+
+class OptunaSweeper(Sweeper):
+    """Asks the study for trials, launches their jobs (on a pool, or in batches) and tells what each run recorded."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Optional[Any], study_name: Optional[str],
+                 n_trials: int, n_jobs: int, max_failure_rate: float, search_space: Optional[DictConfig],
+                 custom_search_space: Optional[str], params: Optional[DictConfig], trial: Optional[int] = None) -> None:
+        self.settings = dict(sampler=sampler, direction=direction, storage=storage, study_name=study_name,
+                             n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
+                             search_space=search_space, custom_search_space=custom_search_space, params=params)
+        self.sweep_: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hreg.search.loop import Sweep  # optuna and hreg only when a search runs
+
+        self.sweep_ = Sweep(hydra_context, task_function, config, **self.settings)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        return self.sweep_.run(arguments)

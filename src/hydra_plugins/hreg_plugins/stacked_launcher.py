@@ -11,9 +11,10 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+from hreg.search.pool import PoolLauncher
 
 
 @dataclass
@@ -26,7 +27,7 @@ class StackedLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="hreg")
 
 
-class StackedLauncher(Launcher):
+class StackedLauncher(PoolLauncher):
     def __init__(self, max_members: Optional[int] = None) -> None:
         self.max_members = max_members
         self.launch_: object = None
@@ -40,5 +41,5 @@ class StackedLauncher(Launcher):
         return self.launch_.launch(job_overrides, initial_job_idx)
 
     def pool(self, ask: Callable, tell: Callable, initial_job_idx: int) -> float:
-        """Jobs asked one by one as slots free up (hreg's Optuna sweeper); see ``StackedLaunch.pool``."""
+        """Jobs asked one by one as slots free up (hreg's sweeper); see ``StackedLaunch.pool``."""
         return self.launch_.pool(ask, tell, initial_job_idx)

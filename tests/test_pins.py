@@ -1,0 +1,141 @@
+"""What hreg relies on in the libraries below its search, pinned: a release that removes it fails here first.
+
+- hydra-optuna-sweeper 1.3.0 declares ``optuna<3``; the lock overrides that pin
+  (pyproject.toml ``[tool.uv]``, ARCHITECTURE.md "Pins"). hreg uses only its public
+  config module: the ``OptunaSweeperConf`` schema and the ``hydra/sweeper/sampler`` group.
+- Optuna 5: the public storage, study and distribution APIs that the sweep loop and
+  the jobs call, and an old study database upgraded on resume.
+- Nothing in ``src/`` reaches for a private name of another package.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import shutil
+import warnings
+
+import optuna
+import pytest
+from hydra.core.config_store import ConfigStore
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from hreg.search.sampler import sampler_factory
+from hreg.search.study import HREG_SWEEPER, SearchError, database_url, open_storage
+from tests.conftest import REPO, compose_config, one_error_line, run_cli, run_train
+
+OLD_DATABASE = REPO / "tests" / "data" / "optuna-2.10.db"  # written by Optuna 2.10.1 (tests/data/make_optuna_2_10_db.py)
+
+
+def test_nothing_in_src_uses_a_private_name_of_another_package():
+    """An underscored attribute (``x._name``, not ``_name_`` config keys) that hreg does not define is another
+    package's private API; so is a module path with an underscored part (``hydra_optuna_sweeper._impl``)."""
+    defined, used, modules = set(), {}, {}
+    for path in (REPO / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                defined.add(node.attr)
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("_"):
+                used.setdefault(node.attr, str(path.relative_to(REPO)))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for name in names:
+                    if any(part.startswith("_") and not part.startswith("__") for part in name.split(".")):
+                        modules[name] = str(path.relative_to(REPO))
+    assert {name: where for name, where in used.items() if name not in defined} == {}
+    assert modules == {}
+
+
+def test_hydra_sweeper_optuna_is_hregs_sweeper_on_the_plugins_schema():
+    from hydra_plugins.hreg_plugins.optuna_sweeper import OptunaSweeper
+    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+    sweeper = compose_config("hydra/sweeper=optuna", hydra=True).hydra.sweeper
+    assert sweeper._target_ == HREG_SWEEPER
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    plugin_keys = {name for name in OptunaSweeperConf.__dataclass_fields__ if not name.startswith("_")} - {"defaults"}
+    assert plugin_keys <= set(inspect.signature(OptunaSweeper).parameters), "every key of the plugin's schema"
+    assert plugin_keys <= set(sweeper)
+
+
+def sampler_node(*overrides: str):
+    return compose_config("hydra/sweeper=optuna", *overrides, hydra=True).hydra.sweeper.sampler
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "nsgaii"])
+def test_each_sampler_of_the_plugin_builds_on_todays_optuna_without_a_warning(name):
+    node = sampler_node(f"hydra/sweeper/sampler={name}", "hydra.sweeper.sampler.seed=3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna 5 warns about the 2021 arguments left at their defaults
+        sampler = sampler_factory(node, name)()
+    assert type(sampler).__name__ == node._target_.rsplit(".", 1)[1]
+    assert "sampler" in ConfigStore.instance().list("hydra/sweeper")
+
+
+def test_the_grid_sampler_takes_its_choices_and_a_removed_sampler_is_refused_in_one_line():
+    sampler = sampler_factory(sampler_node("hydra/sweeper/sampler=grid"), "grid")({"x": [1, 2, 3]})
+    assert isinstance(sampler, optuna.samplers.GridSampler)
+    with pytest.raises(SearchError, match="hydra/sweeper/sampler=tpe"):
+        sampler_factory(sampler_node("hydra/sweeper/sampler=motpe"), "motpe")
+    gp = sampler_node("hydra.sweeper.sampler._target_=optuna.samplers.GPSampler", "hydra.sweeper.sampler.seed=1")
+    assert isinstance(sampler_factory(gp, "tpe")(), optuna.samplers.GPSampler)
+    wrong = sampler_node("hydra.sweeper.sampler._target_=optuna.samplers.GPSampler",
+                         "hydra.sweeper.sampler.n_ei_candidates=5")
+    with pytest.raises(SearchError, match="n_ei_candidates=5: GPSampler takes no such argument"):
+        sampler_factory(wrong, "tpe")
+
+
+def test_optuna_keeps_the_storage_and_study_apis_hreg_calls(tmp_path):
+    """What the sweep loop and the jobs call, as they call it (loop.py, trial.py)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize", load_if_exists=True)
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
+    storage.set_trial_system_attr(trial_id, "hreg:status", "pruned")
+    storage.set_trial_intermediate_value(trial_id, 10, 0.8)
+    storage.set_trial_intermediate_value(trial_id, 20, 0.85)
+    assert optuna.pruners.NopPruner().prune(study, storage.get_trial(trial_id)) is False
+    study.tell(trial.number, state=TrialState.PRUNED)
+    ended = optuna.load_study(study_name="s", storage=storage).trials[0]
+    assert (ended.state, ended.value, ended.system_attrs["hreg:status"]) == (TrialState.PRUNED, 0.85, "pruned")
+    assert ended.distributions["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # trial.py: a report to an ended trial
+        storage.set_trial_intermediate_value(trial_id, 30, 0.9)
+
+
+def test_a_study_written_by_optuna_2_10_is_upgraded_on_resume_with_one_line(tmp_path):
+    sweep_dir = tmp_path / "multirun" / "optuna" / "hreg"
+    sweep_dir.mkdir(parents=True)
+    shutil.copy(OLD_DATABASE, sweep_dir / "optuna.db")
+    with pytest.raises(RuntimeError, match="optuna storage upgrade"):  # as Optuna itself refuses it
+        optuna.storages.RDBStorage(database_url(sweep_dir))
+    proc = run_train("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=5", "epochs=2", "data.train_fraction=0.01",
+                     "monitor=none", "regularizer=none", "augment=none", "model/norm=none", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    upgrades = [line for line in (proc.stdout + proc.stderr).splitlines() if "written by an older Optuna" in line]
+    assert len(upgrades) == 1 and "v2.6.0.a" in upgrades[0], upgrades
+    assert "4 trials done, 0 to resume, 1 to run" in proc.stdout + proc.stderr
+    trials = optuna.load_study(study_name="hreg", storage=database_url(sweep_dir)).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED, TrialState.FAIL,
+                                                                      TrialState.COMPLETE]
+    assert trials[0].params["regularizer"] == "none" and trials[2].value == 0.85, "the old trials as they were"
+    assert trials[4].distributions["optimizer.lr"] == trials[0].distributions["optimizer.lr"]
+    assert isinstance(trials[4].distributions["model.dropout"], FloatDistribution)
+    assert CategoricalDistribution(["none", "l1", "l2"]) == trials[0].distributions["regularizer"]
+
+
+def test_hreg_study_reads_an_old_study_after_upgrading_it(tmp_path):
+    shutil.copy(OLD_DATABASE, tmp_path / "optuna.db")
+    proc = run_cli("hreg-study", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "written by an older Optuna" in proc.stderr
+    assert (tmp_path / "summary.md").read_text().count("| complete |") == 2
+
+
+def test_a_sweep_mistake_in_the_sampler_is_one_line(tmp_path):
+    proc = run_train("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=motpe", "epochs=1", cwd=tmp_path)
+    assert "MOTPESampler: removed from Optuna; use hydra/sweeper/sampler=tpe" in one_error_line(proc)
