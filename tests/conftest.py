@@ -108,8 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: The slowest test files, slowest first (``pytest --durations``). pytest-xdist's ``loadfile`` hands out files in
 #: collection order: started first, the long ones do not leave one worker busy alone at the end.
-SLOWEST_FIRST = ("test_cluster.py", "test_stacked.py", "test_slurm.py", "test_lightning.py", "test_sweep.py", "test_dashboard.py",
-                 "test_reliability.py", "test_lifecycle.py", "test_pool.py", "test_hydra_suites.py")
+SLOWEST_FIRST = ("test_cluster.py", "test_stacked.py", "test_outage.py", "test_slurm.py", "test_lightning.py",
+                 "test_sweep.py", "test_dashboard.py", "test_reliability.py", "test_lifecycle.py", "test_pool.py",
+                 "test_hydra_suites.py", "test_pins.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hreg.cli import exit_on_error
+from hreg.search.heartbeat import Heartbeats
+from hreg.search.study import GRACE_BEATS
 from hreg.stops import Interrupted
 from hreg.threads import CONCURRENT_JOBS_ENV
 
@@ -58,6 +61,8 @@ _HREG = "hydra_plugins.hreg_plugins.submitit_launchers"
 LAUNCHERS = {f"{_PLUGIN}.{name}": f"{_HREG}.{name}" for name in ("LocalLauncher", "SlurmLauncher")}
 #: How many times a job that reaches its time limit is requeued (submitit's default; Hydra's plugin sets 0).
 REQUEUES = 3
+#: Seconds between two looks at a batch's jobs (submitit's own polling caches their states meanwhile).
+POLL_S = 1.0
 
 
 class WorkerLost(RuntimeError):
@@ -175,7 +180,29 @@ def submit(launcher: Any, executor_name: str, job_overrides: Sequence[Sequence[s
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
     jobs = executor.map_array(launcher, *zip(*job_params))
-    return [_result(job) for job in jobs]
+    return collect(jobs, [list(overrides) for overrides in job_overrides], Heartbeats.of(launcher.config))
+
+
+def collect(jobs: Sequence[Any], job_overrides: list[list[str]], heartbeats: Heartbeats | None) -> list[JobReturn]:
+    """Each job's return as it ends; a job whose trial stopped beating (``heartbeats``) is cancelled and fails
+    alone, with a line naming it (its scheduler may never say that its node or process is gone)."""
+    returns: dict[int, JobReturn] = {}
+    while len(returns) < len(jobs):
+        for i, job in enumerate(jobs):
+            if i in returns:
+                continue
+            if job.done():
+                returns[i] = _result(job)
+            elif heartbeats is not None and heartbeats.stopped(job_overrides[i]):
+                job.cancel(check=False)
+                log.error("job %s (%s) stopped its heartbeat for %d s, so it was cancelled and failed; its output: %s",
+                          job.job_id, " ".join(job_overrides[i]), GRACE_BEATS * heartbeats.heartbeat_s,
+                          job.paths.stderr)
+                returns[i] = JobReturn(overrides=job_overrides[i], status=JobStatus.FAILED,
+                                       _return_value=WorkerLost(f"submitit job {job.job_id}: no heartbeat"))
+        if len(returns) < len(jobs):
+            time.sleep(POLL_S)
+    return [returns[i] for i in range(len(jobs))]
 
 
 def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:

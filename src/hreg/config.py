@@ -127,6 +127,8 @@ RULES = [
     Rule("device.name", *_one_of(DEVICES)),
     Rule("engine.name", *_one_of(ENGINES)),
     Rule("train.cuda_graph", "one of auto, true, false", lambda v: v in ("auto", True, False)),
+    Rule("search.outage_limit_s", "a number > 0 (seconds)", lambda v: _number(v) and v > 0, optional=True),
+    Rule("search.heartbeat_s", "null or an integer >= 1 (seconds)", lambda v: _integer(v) and v >= 1, optional=True),
 ]
 
 

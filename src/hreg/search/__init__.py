@@ -1,13 +1,13 @@
-"""The Optuna search (``python train.py -m hydra/sweeper=optuna``), on top of hydra-optuna-sweeper.
+"""The Optuna search (``python train.py -m hydra/sweeper=optuna``): hreg's sweeper on Optuna 5.
 
-- ``study``: what the sweeper's and the jobs' sides share (trial attributes, database URLs).
-- ``space``: the search space hook (dependent parameters) and its validation.
-- ``callback``: the Hydra callback that sets the search's defaults, validates it, resumes its study
-  and writes its summary (with hydra_plugins/hreg_plugins/optuna_sweeper.py, the plugin's sweeper
-  ending cleanly when no trial completed).
-- ``trial``: the job's side, which reports to its trial and stops when pruned.
-- ``loop``: hreg's sweep loop (ask, launch, tell; a pool of stacks on the stacked launcher), where a
-  pruned run's trial ends PRUNED.
-- ``pruners``: ``RungPruner``, successive halving that judges a stack's trials together.
-- ``summary``: the trial table and plots, and ``hreg-study``.
+- ``loop``: the sweep (ask, launch, tell; a pool of stacks on a pool launcher), where each trial
+  ends as its run did (a pruned run's trial PRUNED).
+- ``distributions``: Hydra's sweep syntax as Optuna distributions; ``sampler``: the plugin's sampler
+  configs built for today's Optuna; ``space``: ``search.space`` (dependent parameters) and its checks.
+- ``study``: what the sweeper's and the jobs' sides share (trial attributes, the storage).
+- ``trial``: the job's side, which reports to the trial it was given and stops when pruned.
+- ``pool``: the launcher interface that asks for jobs one by one; ``pruners``: ``RungPruner``.
+- ``outage``: riding through a database that does not answer; ``heartbeat``: finding vanished workers.
+- ``callback``: the Hydra callback that sets the sweep directory and launcher, checks the search,
+  resumes its study and writes its summary; ``summary``: the trial table and plots, ``hreg-study``.
 """

@@ -43,7 +43,7 @@ from hreg.search.pool import on_pool
 from hreg.search.study import (
     OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SearchError, database_url, is_optuna, open_storage, storage_url,
 )
-from hreg.search.trial import build_pruner, pruner_key
+from hreg.search.trial import build_pruner, pruner_key, run_attrs
 
 log = logging.getLogger("hreg")
 
@@ -197,6 +197,8 @@ class OptunaSearch(Callback):
         """
         from optuna.trial import TrialState
 
+        from hreg.search.loop import end_trial, run_record
+
         sweeper = config.hydra.sweeper
         url = storage_url(sweeper.storage)
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
@@ -206,13 +208,21 @@ class OptunaSearch(Callback):
         lost, resuming = set(), set()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = trial.system_attrs.get(RUN_DIR_ATTR)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            record = run_record(run_dir)
+            if record is not None and record.status.is_over:  # it ended while the sweeper could not tell it
+                for key, value in run_attrs(record).items():
+                    storage.set_trial_system_attr(trial_id, key, value)
+                state = end_trial(study, trial.number, record.status.value, record.objective_value())
+                log.info("optuna: trial %d ended (%s) after its sweeper stopped; told %s from its result.json",
+                         trial.number, record.status.value, state)
+                continue
             if (on_pool(config.hydra) and OVERRIDES_ATTR in trial.system_attrs and run_dir
                     and rundir.resumable(Path(run_dir))):
                 log.info("optuna: trial %d was left running by an earlier sweep; it resumes from its checkpoint",
                          trial.number)
                 resuming.add(trial.number)
                 continue
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_system_attr(trial_id, STATUS_ATTR, Status.LOST.value)
             study.tell(trial.number, state=TrialState.FAIL)
             lost.add(trial.number)  # whatever its status says by now (its worker may still be writing it)

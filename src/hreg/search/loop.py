@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,51 @@ from optuna.trial import TrialState
 
 from hreg.cli import exit_on_error
 from hreg.cluster import WorkerLost
-from hreg.result import OBJECTIVES, Status
+from hreg.result import OBJECTIVES, ResultError, RunResult, Status
 from hreg.search import distributions
-from hreg.search.pool import Asked, PoolLauncher
+from hreg.search.outage import Outage, storage_errors
+from hreg.search.pool import LATER, Asked, PoolLauncher
 from hreg.search.sampler import sampler_factory
 from hreg.search.study import (
     OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, TRIAL_KEY, SearchError, open_storage, storage_url,
 )
+from hreg.search.trial import run_attrs
 
 log = logging.getLogger("hreg")
 
 RESULTS_FILE = "optimization_results.yaml"
+
+
+def ret_run_dir(ret: JobReturn) -> str | None:
+    """The run directory of a job's return (none for a job lost before it started)."""
+    return OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None) if ret.hydra_cfg else None
+
+
+def run_record(run_dir: str | None) -> RunResult | None:
+    """The record a run left in ``run_dir`` (its ``result.json``), or None."""
+    try:
+        return RunResult.load(Path(run_dir)) if run_dir else None
+    except ResultError:
+        return None
+
+
+def end_trial(study: optuna.Study, number: int, status: str | None, value: Any) -> str:
+    """Tell trial ``number`` the state its run's ``status`` calls for (``Status.trial_state``; without a status,
+    COMPLETE), with ``value`` when COMPLETE (FAIL where it is not a finite number); the state told."""
+    state = Status(status).trial_state if status else "COMPLETE"
+    if state == "COMPLETE" and not (isinstance(value, (float, int)) and math.isfinite(value)):
+        state = "FAIL"
+    try:
+        if state == "PRUNED":  # its value is its last report
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        elif state == "COMPLETE":
+            study.tell(number, float(value), skip_if_finished=True)
+        else:
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    except RuntimeError as error:  # the grid sampler stops the study once its grid is done
+        if "Study.stop" not in str(error):
+            raise
+    return state
 
 
 class Sweep:
@@ -68,6 +102,10 @@ class Sweep:
         self.params = params
         self.asked = 0
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
+        limit = float(OmegaConf.select(config, "search.outage_limit_s", default=600))
+        self.outage = Outage(limit, "the sweep waits for it")
+        self.drawing: int | None = None  # a trial being drawn: failed if the database went away meanwhile
+        self.untold: deque[tuple[int, JobReturn]] = deque()  # trials whose runs ended, to tell in order
 
     def _open(self, arguments: list[str]) -> None:
         """The search space, the sampler and the study (created, or loaded to resume)."""
@@ -85,15 +123,19 @@ class Sweep:
             log.info("Updating num of trials to %d due to using GridSampler.", self.n_trials)
         else:
             sampler = factory()
-        self.storage = open_storage(self.url)
-        self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
-                                         direction=self.direction, load_if_exists=True)
-        self.study_id = self.storage.get_study_id_from_name(self.study_name)
+
+        def open_study() -> None:
+            self.storage = open_storage(self.url)
+            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
+                                             direction=self.direction, load_if_exists=True)
+            self.study_id = self.storage.get_study_id_from_name(self.study_name)
+            # Trials an earlier sweep on a pool left running with a checkpoint (the search callback kept them):
+            # the pool resumes them first, each in its own directory.
+            self.resuming = list(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+        self.outage.retry(open_study, "opening the study")
         log.info("Study name: %s | Storage: %s | Sampler: %s | Direction: %s", self.study_name, self.url,
                  type(sampler).__name__, self.direction)
-        # Trials an earlier sweep on a pool left running with a checkpoint (the search callback kept them):
-        # the pool resumes them first, each in its own directory.
-        self.resuming = list(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -116,9 +158,23 @@ class Sweep:
             raise SearchError(f"{', '.join(sorted(overlap))}: both fixed and searched; give each one way only")
         return [f"{name}={value}" for name, value in {**trial.params, **self.fixed}.items()]
 
-    def ask(self) -> Asked | None:
-        """A trial's number, its job's overrides and, for a trial that resumes, its run directory; a new trial
-        while fewer than ``n_trials`` have been asked; then None."""
+    def ask(self) -> Asked | str | None:
+        """For the pool: a trial's number, its job's overrides and, for a trial that resumes, its run
+        directory; None once ``n_trials`` have been asked; ``LATER`` while the database does not answer
+        (after the trials that ended are told, in order)."""
+        try:
+            if self._catch_up():
+                return self._ask()
+        except storage_errors() as error:
+            self.outage.failed(error)
+        self.outage.check("asking for a trial")
+        return LATER
+
+    def _ask(self) -> Asked | None:
+        if self.drawing is not None:  # the database went away while this trial was drawn: never launched
+            self.study.tell(self.drawing, state=TrialState.FAIL, skip_if_finished=True)
+            self.drawing = None
+            self.asked -= 1
         if self.resuming:
             frozen = self.resuming.pop(0)
             log.info("optuna: trial %d resumes in %s", frozen.number, frozen.system_attrs[RUN_DIR_ATTR])
@@ -126,48 +182,66 @@ class Sweep:
             return frozen.number, [*overrides, f"{TRIAL_KEY}={frozen.number}"], Path(frozen.system_attrs[RUN_DIR_ATTR])
         if self.asked >= self.n_trials:
             return None
-        self.asked += 1
         trial = self.study.ask()
+        self.asked += 1
+        self.drawing = trial.number
         overrides = self._draw(trial)
         self.storage.set_trial_system_attr(self._trial_id(trial.number), OVERRIDES_ATTR, overrides)
+        self.drawing = None
         return trial.number, [*overrides, f"{TRIAL_KEY}={trial.number}"], None
 
     def tell(self, number: int, ret: JobReturn) -> None:
-        """End trial ``number`` as its run did: the status its job recorded on it, else what the job returned."""
-        record = self.storage.get_trial(self._trial_id(number))
+        """For the pool: end trial ``number`` as its run did (``_tell``), now, or once the database answers
+        again; meanwhile the pool trains on."""
+        self.untold.append((number, ret))
+        self._catch_up()
+
+    def _catch_up(self) -> bool:
+        """Tell the trials that ended, in order; False while the database does not answer."""
+        while self.untold:
+            number, ret = self.untold[0]
+            try:
+                self._tell(number, ret)
+            except storage_errors() as error:
+                self.outage.failed(error)
+                self.outage.check(f"telling trial {number} its end")
+                return False
+            self.untold.popleft()
+        self.outage.answered()
+        return True
+
+    def _tell(self, number: int, ret: JobReturn) -> None:
+        """End trial ``number`` as its run did: the status its job recorded on it, or its ``result.json`` says
+        (a job that could not reach the database), else what the job returned."""
+        trial_id = self._trial_id(number)
+        record = self.storage.get_trial(trial_id)
         try:
             value, failure = ret.return_value, None
         except Exception as error:  # the job failed: JobReturn raises its error
             value, failure = None, error
         status = record.system_attrs.get(STATUS_ATTR)
-        finite = isinstance(value, (float, int)) and math.isfinite(value)
-        state = Status(status).trial_state if status else "COMPLETE"
-        if state == "COMPLETE" and not finite:
-            state = "FAIL"
-        try:
-            if state == "PRUNED":  # its value is its last report
-                self.study.tell(number, state=TrialState.PRUNED)
-            elif state == "COMPLETE":
-                self.study.tell(number, float(value))
-            else:
-                self.study.tell(number, state=TrialState.FAIL)
-                if not isinstance(failure, WorkerLost):  # its launcher has said why, with where its output is
-                    log.warning("Failed experiment: %s", failure if failure is not None else value)
-        except RuntimeError as error:  # the grid sampler stops the study once its grid is done
-            if "Study.stop" not in str(error):
-                raise
+        if status is None:
+            result = run_record(record.system_attrs.get(RUN_DIR_ATTR) or ret_run_dir(ret))
+            if result is not None and result.status.is_over:
+                for key, attr in run_attrs(result).items():
+                    self.storage.set_trial_system_attr(trial_id, key, attr)
+                status = result.status.value
+        state = end_trial(self.study, number, status, value)
+        if state == "FAIL" and not isinstance(failure, WorkerLost):  # its launcher has said why, and where
+            log.warning("Failed experiment: %s", failure if failure is not None else value)
         self.counts[state.lower()] += 1
 
     def _launch_batches(self) -> None:
         """Trials ``n_jobs`` at a time through the launcher's ``launch``, told when the batch returns."""
         index = 0
         while self.asked < self.n_trials:
-            batch = [self.ask() for _ in range(min(self.n_jobs, self.n_trials - self.asked))]
+            batch = [self.outage.retry(self._ask, "asking for a trial")
+                     for _ in range(min(self.n_jobs, self.n_trials - self.asked))]
             returns = self.launcher.launch([overrides for _, overrides, _ in batch], initial_job_idx=index)
             index += len(returns)
             failed = self.counts["fail"]
             for (number, _, _), ret in zip(batch, returns):
-                self.tell(number, ret)
+                self.outage.retry(lambda: self._tell(number, ret), f"telling trial {number} its end")
             if (self.counts["fail"] - failed) / len(returns) > self.max_failure_rate:
                 log.error("Failed %d times out of %d with max_failure_rate=%s.", self.counts["fail"] - failed,
                           len(returns), self.max_failure_rate)
@@ -180,6 +254,10 @@ class Sweep:
             results: dict[str, Any] = {"name": "optuna"}
             if isinstance(self.launcher, PoolLauncher):
                 occupancy = self.launcher.pool(self.ask, self.tell, initial_job_idx=0)
+                tries = 0
+                while not self._catch_up():  # the last trials' ends, once the database answers
+                    self.outage.wait(tries)
+                    tries += 1
                 log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
                 results["occupancy"] = round(occupancy, 4)
             else:
@@ -189,6 +267,13 @@ class Sweep:
 
     def _write_results(self, results: dict[str, Any]) -> None:
         """``optimization_results.yaml``: the best trial's parameters and value, or why there is none."""
+        with exit_on_error("hreg"):
+            self.outage.retry(lambda: self._results(results), "reading the best trial")
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+
+    def _results(self, results: dict[str, Any]) -> None:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
             best = self.study.best_trial
@@ -202,6 +287,3 @@ class Sweep:
             log.warning("optuna: no trial of study %s completed (%s): no best parameters", self.study_name,
                         counts or "no trials")
             results.update(best_params=None, best_value=None, completed_trials=0, trials=counts)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)

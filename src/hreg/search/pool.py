@@ -20,13 +20,17 @@ from omegaconf import DictConfig, OmegaConf
 
 #: What ``ask`` gives: the job's key for ``tell``, its overrides, and the directory it resumes in (or None).
 Asked = tuple[Hashable, Sequence[str], Path | None]
+#: What ``ask`` gives when no job can be had now but more will be (the study's database does not answer):
+#: the pool trains on and asks again at its next turn.
+LATER = "later"
 
 
 class PoolLauncher(Launcher):
-    """A launcher that trains the jobs ``ask`` gives until it gives None, and ``tell``s each job's return."""
+    """A launcher that trains the jobs ``ask`` gives until it gives None (``LATER``: none now, ask again), and
+    ``tell``s each job's return."""
 
     @abstractmethod
-    def pool(self, ask: Callable[[], Asked | None], tell: Callable[[Hashable, JobReturn], None],
+    def pool(self, ask: Callable[[], Asked | str | None], tell: Callable[[Hashable, JobReturn], None],
              initial_job_idx: int) -> float:
         """Run every job asked; return the occupancy (the mean share of slots training while jobs remained)."""
 

@@ -52,17 +52,26 @@ def storage_url(storage: Any) -> str | None:
     return storage.url
 
 
-def open_storage(url: str) -> RDBStorage:
+#: Heartbeats missed before a trial counts as stale (Optuna's grace period is this many intervals).
+GRACE_BEATS = 3
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> RDBStorage:
     """The study database at ``url``, its schema upgraded first if an older Optuna wrote it (one log line).
 
     Optuna's upgrade is one way: a database upgraded here is no longer readable by the Optuna that wrote it.
     Connections are checked before use (``pool_pre_ping``), so a server that restarted gives a new one.
+    ``heartbeat_s``: Optuna's heartbeat interval, for ``optuna.storages.fail_stale_trials``.
     """
     from optuna.storages import RDBStorage
 
+    # A connection that died with its server fails its reset when it goes back to SQLAlchemy's pool, which
+    # logs that with a traceback at every outage: the connection is dropped all the same, and a new one made.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    beats = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_BEATS * heartbeat_s} if heartbeat_s else {}
     try:
-        return RDBStorage(url, engine_kwargs=engine)
+        return RDBStorage(url, engine_kwargs=engine, **beats)
     except RuntimeError as error:  # Optuna's compatibility check: "... execute `$ optuna storage upgrade` ..."
         if "storage upgrade" not in str(error):
             raise
@@ -70,4 +79,4 @@ def open_storage(url: str) -> RDBStorage:
     log.warning("optuna: the study database %s was written by an older Optuna (schema %s): upgrading it to %s, "
                 "as `optuna storage upgrade` does", url, old.get_current_version(), old.get_head_version())
     old.upgrade()
-    return RDBStorage(url, engine_kwargs=engine)
+    return RDBStorage(url, engine_kwargs=engine, **beats)

@@ -12,6 +12,8 @@ trial fails. Everything goes through the storage's public methods.
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hydra.types import RunMode
@@ -19,7 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hreg.hooks import EpochStats, Hook, RunContext
-from hreg.result import Status
+from hreg.result import RunResult, Status
+from hreg.search.heartbeat import Beat
+from hreg.search.outage import Outage, storage_errors
 from hreg.search.pool import on_pool
 from hreg.search.study import (
     EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, open_storage, storage_url,
@@ -47,20 +51,36 @@ def build_pruner(search: DictConfig, on_stacks: bool = False) -> BasePruner:
     return instantiate(node) if node else optuna.pruners.NopPruner()
 
 
+def run_attrs(result: RunResult) -> dict[str, Any]:
+    """What a trial records of its run's end: final validation and test metrics, epochs, status."""
+    final = result.final or {}
+    return {FINAL_ATTR: {k: v for k, v in final.items() if k.startswith(("val_", "test_"))},
+            EPOCHS_ATTR: result.epochs_completed, STATUS_ATTR: result.status.value}
+
+
 class TrialReporter(Hook):
     """Reports each evaluation to the job's Optuna trial and stops the run when the pruner says so.
 
     It reports in ``on_epoch_end`` and asks the pruner in ``judge``: the members
     of a stack have all reported an epoch before any of them is judged on it.
+    While the database does not answer, the run trains on: its reports wait, in
+    order, and are written when it answers again, and no pruning is asked
+    meanwhile. Past ``search.outage_limit_s`` the run gives up reporting; its
+    ``result.json`` keeps everything, and the sweeper tells the trial from it.
     """
 
-    def __init__(self, study: Study, storage: BaseStorage, trial_id: int, number: int, objective: str) -> None:
+    def __init__(self, study: Study, storage: BaseStorage, trial_id: int, number: int, objective: str,
+                 outage: Outage) -> None:
         self.study = study
         self.storage = storage
         self.trial_id = trial_id
         self.number = number
         self.objective = objective
+        self.outage = outage
+        self.waiting: deque[Callable[[], Any]] = deque()  # writes the database has not taken yet, in order
+        self.given_up = False
         self.reported: float | None = None  # the value reported at this epoch, until judged
+        self.beat: Beat | None = None
 
     @classmethod
     def connect(cls, ctx: RunContext) -> TrialReporter:
@@ -74,27 +94,65 @@ class TrialReporter(Hook):
 
         hydra = ctx.hydra
         sweeper = hydra.sweeper
-        pruner = build_pruner(ctx.cfg.search, on_pool(hydra))
-        storage = open_storage(storage_url(sweeper.storage))
-        study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
         number = int(sweeper.trial)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(sweeper.study_name), number)
-        reporter = cls(study, storage, trial_id, number, ctx.cfg.objective)
+        outage = Outage(float(ctx.cfg.search.outage_limit_s), f"trial {number} trains on, its reports wait", ctx.log)
+        pool = on_pool(hydra)
+        pruner = build_pruner(ctx.cfg.search, pool)
+        beat_s = None if pool else ctx.cfg.search.get("heartbeat_s")  # a pool's jobs live in the sweeper's process
+
+        def open_trial() -> TrialReporter:
+            storage = open_storage(storage_url(sweeper.storage), heartbeat_s=beat_s)
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(sweeper.study_name), number)
+            return cls(study, storage, trial_id, number, ctx.cfg.objective, outage)
+
+        reporter = outage.retry(open_trial, f"trial {number} connected")
         if reporter._finished():
-            ctx.log.warning("optuna: trial %d of study %s has ended (%s) before this job reported to it", number,
-                            study.study_name, storage.get_trial(trial_id).state.name.lower())
+            ctx.log.warning("optuna: trial %d of study %s has ended before this job reported to it", number,
+                            reporter.study.study_name)
         else:
-            storage.set_trial_system_attr(trial_id, RUN_DIR_ATTR, hydra.runtime.output_dir)
-            ctx.log.info("optuna: trial %d of study %s (pruner %s)", number, study.study_name, type(pruner).__name__)
+            reporter._write(RUN_DIR_ATTR, hydra.runtime.output_dir)
+            if beat_s:
+                reporter.beat = Beat(reporter.storage, reporter.trial_id, beat_s)
+            ctx.log.info("optuna: trial %d of study %s (pruner %s)", number, reporter.study.study_name,
+                         type(pruner).__name__)
         return reporter
 
     def _finished(self) -> bool:
         """Whether the trial has ended (read from the database)."""
-        return self.storage.get_trial(self.trial_id).state.is_finished()
+        return self.outage.retry(lambda: self.storage.get_trial(self.trial_id).state.is_finished(),
+                                 f"trial {self.number} read")
 
-    def _record(self, key: str, value: Any) -> None:
-        self.storage.set_trial_system_attr(self.trial_id, key, value)
+    def _write(self, key: str | None, value: Any, epoch: int | None = None) -> bool:
+        """Record ``key`` (or, without one, the report ``value`` at ``epoch``) after whatever waits; whether all
+        is written. An ended trial refuses it: ``UpdateFinishedTrialError``."""
+        if self.given_up:
+            return False
+        if key is None:
+            self.waiting.append(lambda: self.storage.set_trial_intermediate_value(self.trial_id, epoch, value))
+        else:
+            self.waiting.append(lambda: self.storage.set_trial_system_attr(self.trial_id, key, value))
+        return self._flush()
+
+    def _flush(self) -> bool:
+        """Write what waits, in order; False while the database does not answer."""
+        while self.waiting:
+            try:
+                self.waiting[0]()
+            except storage_errors() as error:
+                self.outage.failed(error)
+                if self.outage.over:
+                    self.given_up = True
+                    self.waiting.clear()
+                    self.outage.log.warning(
+                        "optuna: trial %d: the study database has not answered for %.0f s (search.outage_limit_s): "
+                        "this run trains on without reporting; its result.json tells the trial later",
+                        self.number, self.outage.limit_s)
+                return False
+            self.waiting.popleft()
+        self.outage.answered()
+        return True
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         ctx.result.set_extra("optuna_trial", self.number)
@@ -102,43 +160,55 @@ class TrialReporter(Hook):
     def on_epoch_end(
         self, ctx: RunContext, epoch: int, stats: EpochStats, metrics: dict[str, float] | None, improved: bool
     ) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
         self.reported = None
         if metrics is None or not math.isfinite(metrics[self.objective]):
             return
         try:
-            self.storage.set_trial_intermediate_value(self.trial_id, epoch, metrics[self.objective])
-        except RuntimeError:  # optuna refuses reports to a finished trial
-            if not self._finished():
-                raise
+            written = self._write(None, metrics[self.objective], epoch)
+        except UpdateFinishedTrialError:
             raise Lost(
                 f"trial {self.number} was ended by another process (a restarted sweeper marks the trials "
                 "it finds running as lost and runs others in their place): this run stops"
             ) from None
-        self.reported = metrics[self.objective]
+        if written:
+            self.reported = metrics[self.objective]
 
     def judge(self, ctx: RunContext, epoch: int) -> None:
-        # At the last epoch the run is over: it completes, whatever the pruner would say.
+        # At the last epoch the run is over: it completes, whatever the pruner would say. While reports wait
+        # for the database, nothing is judged.
         if self.reported is None or epoch >= ctx.cfg.epochs:
             return
         pruner = self.study.pruner
-        if pruner.prune(self.study, self.storage.get_trial(self.trial_id)):
+        try:
+            prune = pruner.prune(self.study, self.storage.get_trial(self.trial_id))
+        except storage_errors() as error:
+            self.outage.failed(error)
+            return
+        if prune:
             raise Pruned(
                 f"trial {self.number}: {self.objective} {self.reported:.4f} at epoch {epoch} "
                 f"is worse than the pruner ({type(pruner).__name__}) allows"
             )
 
     def on_end(self, ctx: RunContext) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        if self.beat is not None:
+            self.beat.stop()
         result = ctx.result
         if result.status == Status.LOST:  # the trial is finished: nothing more can be recorded on it
             return
-        final = result.final or {}
         try:
-            self._record(FINAL_ATTR, {k: v for k, v in final.items() if k.startswith(("val_", "test_"))})
-            self._record(EPOCHS_ATTR, result.epochs_completed)
-            self._record(STATUS_ATTR, result.status.value)
-        except RuntimeError:  # optuna refuses attributes on a finished trial: a restarted sweeper failed it meanwhile
-            if not self._finished():
-                raise
+            for key, value in run_attrs(result).items():
+                self._write(key, value)
+            tries = 0
+            while self.waiting and not self.given_up:  # the run is over: wait for the database, within the limit
+                self.outage.wait(tries)
+                tries += 1
+                self._flush()
+        except UpdateFinishedTrialError:  # a restarted sweeper failed the trial meanwhile
             ctx.log.warning("optuna: trial %d ended before this run could record its end on it", self.number)
             return
         if result.status == Status.INTERRUPTED:

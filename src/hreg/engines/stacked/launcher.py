@@ -48,6 +48,7 @@ from hreg.engines.stacked.grouping import plan_stacks, stack_key
 from hreg.engines.stacked.stack import Member, StackRun, fit_stack
 from hreg.errors import UserError
 from hreg.progress import LOG_FORMAT
+from hreg.search.pool import LATER, Asked
 from hreg.stops import Interrupted, deferred_signals
 from hreg.threads import set_threads
 
@@ -61,10 +62,10 @@ MEMORY_PER_MEMBER = 48 * 2**20
 MEMORY_PER_SPLIT = 230 * 2**20
 #: On a CPU, bigger stacks than this train no faster per member (``benchmarks/bench_stacked.py``).
 CPU_MEMBERS = 12
+#: Seconds between two asks while the sweeper has no job to give now and nothing trains.
+LATER_WAIT_S = 1.0
 
 
-#: What a pool's ``ask`` gives: the job's key for ``tell``, its overrides, and the directory it resumes in (or None).
-Asked = tuple[Hashable, Sequence[str], Path | None]
 
 
 @dataclass
@@ -305,7 +306,7 @@ class StackedLaunch:
 
     # --- a pool of stacks, for a search ------------------------------------------------------------
 
-    def pool(self, ask: Callable[[], Asked | None], tell: Callable[[Hashable, JobReturn], None],
+    def pool(self, ask: Callable[[], Asked | str | None], tell: Callable[[Hashable, JobReturn], None],
              initial_job_idx: int) -> float:
         """Train the jobs ``ask`` gives, up to ``max_members`` at once, until it gives None; returns the
         occupancy (the mean share of ``max_members`` training while jobs remained to be asked).
@@ -332,7 +333,7 @@ class StackedLaunch:
 class Pool:
     """The slots of a pool sweep (``StackedLaunch.pool``): the running stacks, and the jobs they train."""
 
-    def __init__(self, launch: StackedLaunch, ask: Callable[[], Asked | None],
+    def __init__(self, launch: StackedLaunch, ask: Callable[[], Asked | str | None],
                  tell: Callable[[Hashable, JobReturn], None], initial_job_idx: int) -> None:
         self.launch, self.ask, self.tell = launch, ask, tell
         self.index = initial_job_idx
@@ -383,6 +384,11 @@ class Pool:
             if asked is None:
                 self.asking = False
                 break
+            if asked == LATER:  # none to be had now: train on, or wait when nothing trains
+                if self.runs or new:
+                    break
+                time.sleep(LATER_WAIT_S)
+                continue
             key, overrides, resume = asked
             job = self.launch._compose(self.index, overrides, resume)
             self.index += 1
