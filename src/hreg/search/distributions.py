@@ -12,13 +12,15 @@ fixed parameter: every trial runs with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial
+
+from omegaconf import DictConfig
 
 from hreg.search.study import SearchError
 
@@ -92,3 +94,37 @@ def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
                           "continuous or log-scaled one")
     count = int(round((distribution.high - distribution.low) / distribution.step)) + 1
     return [distribution.low + i * distribution.step for i in range(count)]
+
+
+class Space:
+    """A sweep's search space: the distributions of its sweep overrides, ``hydra.sweeper.params`` and (without
+    params, as in the plugin) ``hydra.sweeper.search_space``; its fixed values; and ``extend``, the
+    ``custom_search_space`` hook (``search.space``), called as ``extend(config, trial)``."""
+
+    def __init__(self, arguments: list[str], params: Mapping[str, Any] | None, search_space: Mapping[str, Any] | None,
+                 extend: Callable[[DictConfig, Trial], None] | None, config: DictConfig) -> None:
+        self.distributions = {} if params is not None else {
+            str(k): from_config(v) for k, v in (search_space or {}).items()}
+        drawn, self.fixed = from_overrides([f"{k}={v}" for k, v in (params or {}).items()] + list(arguments))
+        self.distributions.update(drawn)
+        for name in self.fixed:
+            self.distributions.pop(name, None)
+        self.extend, self.config = extend, config
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every value the grid sampler tries, by parameter."""
+        return {name: grid_choices(name, d) for name, d in self.distributions.items()}
+
+    def draw(self, trial: Trial) -> list[str]:
+        """Sample ``trial``; the overrides of its job (its sampled and fixed parameters). Optuna's ValueError
+        when the study drew a parameter from another distribution before."""
+        for name, distribution in self.distributions.items():
+            suggest(trial, name, distribution)
+        for name, value in self.fixed.items():
+            trial.set_user_attr(name, value)
+        if self.extend:
+            self.extend(self.config, trial)
+        overlap = trial.params.keys() & self.fixed.keys()
+        if overlap:
+            raise SearchError(f"{', '.join(sorted(overlap))}: both fixed and searched; give each one way only")
+        return [f"{name}={value}" for name, value in {**trial.params, **self.fixed}.items()]

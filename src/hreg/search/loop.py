@@ -36,10 +36,10 @@ from optuna.trial import TrialState
 from hreg.cli import exit_on_error
 from hreg.cluster import WorkerLost
 from hreg.result import OBJECTIVES, ResultError, RunResult, Status
-from hreg.search import distributions
+from hreg.search.distributions import Space
 from hreg.search.outage import Outage, storage_errors
 from hreg.search.pool import LATER, Asked, PoolLauncher
-from hreg.search.sampler import sampler_factory
+from hreg.search.sampler import build_sampler
 from hreg.search.study import (
     OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, TRIAL_KEY, SearchError, open_storage, storage_url,
 )
@@ -97,9 +97,7 @@ class Sweep:
         self.url = storage_url(storage)
         self.study_name = study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
-        self.search_space = search_space if params is None else None  # params win, as in the plugin
-        self.extend = get_method(custom_search_space) if custom_search_space else None
-        self.params = params
+        self.space_settings = (params, search_space, get_method(custom_search_space) if custom_search_space else None)
         self.asked = 0
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
         limit = float(OmegaConf.select(config, "search.outage_limit_s", default=600))
@@ -109,20 +107,12 @@ class Sweep:
 
     def _open(self, arguments: list[str]) -> None:
         """The search space, the sampler and the study (created, or loaded to resume)."""
-        self.space = {str(k): distributions.from_config(v) for k, v in (self.search_space or {}).items()}
-        given = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        drawn, self.fixed = distributions.from_overrides(given)
-        self.space.update(drawn)
-        for name in self.fixed:
-            self.space.pop(name, None)
-        factory = sampler_factory(self.sampler, self.config.hydra.runtime.choices.get("hydra/sweeper/sampler"))
-        if str(self.sampler._target_) == "optuna.samplers.GridSampler":
-            grid = {name: distributions.grid_choices(name, d) for name, d in self.space.items()}
-            sampler = factory(grid)
-            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+        self.space = Space(arguments, *self.space_settings, self.config)
+        sampler, points = build_sampler(self.sampler, self.config.hydra.runtime.choices.get("hydra/sweeper/sampler"),
+                                        self.space)
+        if points is not None:
+            self.n_trials = min(self.n_trials, points)
             log.info("Updating num of trials to %d due to using GridSampler.", self.n_trials)
-        else:
-            sampler = factory()
 
         def open_study() -> None:
             self.storage = open_storage(self.url)
@@ -141,22 +131,13 @@ class Sweep:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     def _draw(self, trial: optuna.Trial) -> list[str]:
-        """Sample ``trial``; the overrides of its job (its sampled and fixed parameters)."""
+        """Sample ``trial`` from the space; its job's overrides."""
         try:
-            for name, distribution in self.space.items():
-                distributions.suggest(trial, name, distribution)
-            for name, value in self.fixed.items():
-                trial.set_user_attr(name, value)
-            if self.extend:
-                self.extend(self.config, trial)
+            return self.space.draw(trial)
         except ValueError as error:  # Optuna refuses a parameter this study has drawn from another distribution
             self.study.tell(trial, state=TrialState.FAIL)
             raise SearchError(f"study {self.study_name}: {error}; keep its search space, or start a new study "
                               "(hydra.sweeper.study_name=...)") from None
-        overlap = trial.params.keys() & self.fixed.keys()
-        if overlap:
-            raise SearchError(f"{', '.join(sorted(overlap))}: both fixed and searched; give each one way only")
-        return [f"{name}={value}" for name, value in {**trial.params, **self.fixed}.items()]
 
     def ask(self) -> Asked | str | None:
         """For the pool: a trial's number, its job's overrides and, for a trial that resumes, its run
@@ -266,24 +247,26 @@ class Sweep:
         self._write_results(results)
 
     def _write_results(self, results: dict[str, Any]) -> None:
-        """``optimization_results.yaml``: the best trial's parameters and value, or why there is none."""
         with exit_on_error("hreg"):
-            self.outage.retry(lambda: self._results(results), "reading the best trial")
+            self.outage.retry(lambda: best_results(self.study, results), "reading the best trial")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
 
-    def _results(self, results: dict[str, Any]) -> None:
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if complete:
-            best = self.study.best_trial
-            results.update(best_params=best.params, best_value=best.value)
-            log.info("Best parameters: %s", best.params)
-            log.info("Best value: %s", best.value)
-        else:
-            counts = {}
-            for trial in self.study.get_trials(deepcopy=False):
-                counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-            log.warning("optuna: no trial of study %s completed (%s): no best parameters", self.study_name,
-                        counts or "no trials")
-            results.update(best_params=None, best_value=None, completed_trials=0, trials=counts)
+
+def best_results(study: optuna.Study, results: dict[str, Any]) -> None:
+    """Add to ``results`` (``optimization_results.yaml``) the best trial's parameters and value, or why there
+    is none."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = study.best_trial
+        results.update(best_params=best.params, best_value=best.value)
+        log.info("Best parameters: %s", best.params)
+        log.info("Best value: %s", best.value)
+        return
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    log.warning("optuna: no trial of study %s completed (%s): no best parameters", study.study_name,
+                counts or "no trials")
+    results.update(best_params=None, best_value=None, completed_trials=0, trials=counts)

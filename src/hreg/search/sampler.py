@@ -14,14 +14,18 @@ the replacement. Any class works with ``_target_``
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from hreg.search.study import SearchError
+
+if TYPE_CHECKING:
+    from hreg.search.distributions import Space
 
 #: Samplers that Optuna removed, and what replaces each.
 REMOVED = {
@@ -68,3 +72,13 @@ def sampler_factory(node: DictConfig, choice: str | None) -> Callable[..., Any]:
             raise SearchError(f"hydra.sweeper.sampler ({target}): {error}") from None
 
     return build
+
+
+def build_sampler(node: DictConfig, choice: str | None, space: Space) -> tuple[Any, int | None]:
+    """The sampler of ``node`` for ``space``; with the grid sampler, also the number of points of its grid
+    (no more trials are worth asking)."""
+    factory = sampler_factory(node, choice)
+    if str(node._target_) != "optuna.samplers.GridSampler":
+        return factory(), None
+    grid = space.grid()
+    return factory(grid), math.prod(len(v) for v in grid.values())
