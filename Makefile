@@ -38,9 +38,10 @@ data: $(BIN)/.installed
 train: data
 	$(BIN)/python train.py $(ARGS)
 
-# A pytest-xdist worker per core; each test file stays on one worker (its module fixtures run once).
+# A pytest-xdist worker per core; each test file stays on one worker (its module fixtures run once), and
+# files go out in tests/conftest.py's order, slowest first (xdist would reorder them by their number of tests).
 test: data
-	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder $(ARGS)
 
 bench: data
 	$(BIN)/python benchmarks/bench_run.py $(ARGS)
