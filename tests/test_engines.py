@@ -19,6 +19,7 @@ from hreg.build import build_context, build_hooks
 from hreg.engines import fit
 from hreg.engines.stacked.stack import Member, fit_stack
 from hreg.hooks import Hook
+from hreg.search.outage import Outage
 from hreg.search.trial import TrialReporter
 from hreg.stops import Interrupted
 from tests.conftest import QUICK, compose_config, read_result
@@ -48,7 +49,7 @@ def pruning_reporter(tmp_path, name: str) -> TrialReporter:
     study = optuna.create_study(study_name=name, storage=storage, pruner=pruner)
     trial = study.ask()
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial.number)
-    return TrialReporter(trial, trial_id, storage, "val_acc")
+    return TrialReporter(study, storage, trial_id, trial.number, "val_acc", Outage(600, "it trains on"))
 
 
 def run_with(engine: str, fault: str, tmp_path) -> dict:

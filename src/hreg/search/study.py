@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +69,11 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> RDBStorage:
     # A connection that died with its server fails its reset when it goes back to SQLAlchemy's pool, which
     # logs that with a traceback at every outage: the connection is dropped all the same, and a new one made.
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    from optuna.exceptions import ExperimentalWarning
+
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beats = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_BEATS * heartbeat_s} if heartbeat_s else {}
+    warnings.filterwarnings("ignore", category=ExperimentalWarning, message=".*heartbeat")  # in Optuna since 2.9
     try:
         return RDBStorage(url, engine_kwargs=engine, **beats)
     except RuntimeError as error:  # Optuna's compatibility check: "... execute `$ optuna storage upgrade` ..."
