@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ast
 import inspect
-import shutil
+import sqlite3
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
@@ -25,7 +26,14 @@ from hreg.search.sampler import sampler_factory
 from hreg.search.study import HREG_SWEEPER, SearchError, database_url, open_storage
 from tests.conftest import REPO, compose_config, one_error_line, run_cli, run_train
 
-OLD_DATABASE = REPO / "tests" / "data" / "optuna-2.10.db"  # written by Optuna 2.10.1 (tests/data/make_optuna_2_10_db.py)
+#: A study database written by Optuna 2.10.1, as SQLite's text dump (tests/data/make_optuna_2_10_db.py).
+OLD_DATABASE = REPO / "tests" / "data" / "optuna-2.10.sql"
+
+
+def old_database(path: Path) -> None:
+    """The database of OLD_DATABASE, rebuilt at ``path``."""
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_DATABASE.read_text())
 
 
 def test_nothing_in_src_uses_a_private_name_of_another_package():
@@ -110,7 +118,7 @@ def test_optuna_keeps_the_storage_and_study_apis_hreg_calls(tmp_path):
 def test_a_study_written_by_optuna_2_10_is_upgraded_on_resume_with_one_line(tmp_path):
     sweep_dir = tmp_path / "multirun" / "optuna" / "hreg"
     sweep_dir.mkdir(parents=True)
-    shutil.copy(OLD_DATABASE, sweep_dir / "optuna.db")
+    old_database(sweep_dir / "optuna.db")
     with pytest.raises(RuntimeError, match="optuna storage upgrade"):  # as Optuna itself refuses it
         optuna.storages.RDBStorage(database_url(sweep_dir))
     proc = run_train("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=5", "epochs=2", "data.train_fraction=0.01",
@@ -129,7 +137,7 @@ def test_a_study_written_by_optuna_2_10_is_upgraded_on_resume_with_one_line(tmp_
 
 
 def test_hreg_study_reads_an_old_study_after_upgrading_it(tmp_path):
-    shutil.copy(OLD_DATABASE, tmp_path / "optuna.db")
+    old_database(tmp_path / "optuna.db")
     proc = run_cli("hreg-study", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "written by an older Optuna" in proc.stderr

@@ -1,14 +1,14 @@
-"""Regenerate ``tests/data/optuna-2.10.db``: a study database in Optuna 2.10's schema.
+"""Regenerate ``tests/data/optuna-2.10.sql``: a study database in Optuna 2.10's schema, as SQLite's text dump.
 
-The fixture lets the tests check that hreg upgrades (or refuses to open) a study
-database written by an old Optuna.  It must be written by the old version, so
-run this script with Optuna 2.10.1 and SQLAlchemy<2 (Optuna 2.10's storage does
-not work with SQLAlchemy 2.x), in a throwaway environment outside the repo::
+The fixture lets the tests check that hreg upgrades a study database written by
+an old Optuna (tests/test_pins.py rebuilds the database from the dump). It must
+be written by the old version, so run this script with Optuna 2.10.1 and
+SQLAlchemy<2 (Optuna 2.10's storage does not work with SQLAlchemy 2.x), in a
+throwaway environment outside the repo::
 
     python3 -m venv /tmp/optuna210
     /tmp/optuna210/bin/pip install "optuna==2.10.1" "sqlalchemy<2" "alembic<1.14"
-    rm -f tests/data/optuna-2.10.db
-    /tmp/optuna210/bin/python tests/data/make_optuna_2_10_db.py tests/data/optuna-2.10.db
+    /tmp/optuna210/bin/python tests/data/make_optuna_2_10_db.py tests/data/optuna-2.10.sql
 
 What it contains: one study, ``"hreg"``, direction ``maximize``, with four
 trials made the way hreg's search made them under Optuna 2.10 (``study.ask()``
@@ -29,7 +29,9 @@ The sampler is seeded, so the params are the same on every run.
 """
 
 import os
+import sqlite3
 import sys
+import tempfile
 
 import optuna
 
@@ -68,9 +70,8 @@ TRIALS = [
 ]
 
 
-def main(path: str) -> None:
-    if os.path.exists(path):
-        sys.exit(f"{path} exists; remove it first")
+def main(dump: str) -> None:
+    path = os.path.join(tempfile.mkdtemp(), "optuna.db")
     study = optuna.create_study(
         study_name="hreg",
         storage="sqlite:///" + path,
@@ -97,9 +98,11 @@ def main(path: str) -> None:
             study.tell(trial, final["val_acc"])
         else:
             study.tell(trial, state=state)
+    with open(dump, "w") as out:
+        out.writelines(line + "\n" for line in sqlite3.connect(path).iterdump())
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} PATH/TO/optuna-2.10.db")
+        sys.exit(f"usage: {sys.argv[0]} PATH/TO/optuna-2.10.sql")
     main(sys.argv[1])
