@@ -235,10 +235,7 @@ class Sweep:
             results: dict[str, Any] = {"name": "optuna"}
             if isinstance(self.launcher, PoolLauncher):
                 occupancy = self.launcher.pool(self.ask, self.tell, initial_job_idx=0)
-                tries = 0
-                while not self._catch_up():  # the last trials' ends, once the database answers
-                    self.outage.wait(tries)
-                    tries += 1
+                self.outage.wait_until(self._catch_up)  # the last trials' ends, once the database answers
                 log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
                 results["occupancy"] = round(occupancy, 4)
             else:

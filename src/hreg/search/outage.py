@@ -76,6 +76,13 @@ class Outage:
         """Sleep before try number ``tries + 1``: doubling from BACKOFF[0], at most BACKOFF[1]."""
         time.sleep(min(BACKOFF[0] * 2**tries, BACKOFF[1]))
 
+    def wait_until(self, step: Callable[[], bool]) -> None:
+        """Call ``step`` until it says it is done, waiting with backoff between two calls."""
+        tries = 0
+        while not step():
+            self.wait(tries)
+            tries += 1
+
     def retry(self, call: Callable[[], T], what: str) -> T:
         """``call()``, tried again with backoff while the database does not answer; ``DatabaseAway`` past the limit."""
         errors = storage_errors()

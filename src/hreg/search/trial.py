@@ -203,11 +203,8 @@ class TrialReporter(Hook):
         try:
             for key, value in run_attrs(result).items():
                 self._write(key, value)
-            tries = 0
-            while self.waiting and not self.given_up:  # the run is over: wait for the database, within the limit
-                self.outage.wait(tries)
-                tries += 1
-                self._flush()
+            # The run is over: wait for the database, within the limit.
+            self.outage.wait_until(lambda: self._flush() or self.given_up)
         except UpdateFinishedTrialError:  # a restarted sweeper failed the trial meanwhile
             ctx.log.warning("optuna: trial %d ended before this run could record its end on it", self.number)
             return
