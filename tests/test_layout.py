@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,11 @@ def test_no_engine_imports_another_and_no_hook_imports_an_engine():
     for name in hooks:
         path = SRC / (name.replace(".", "/") + ".py")
         assert not {m for m in imports_of(path, modules) if m.startswith("hreg.engines")}, name
+
+
+def test_the_files_that_config_comments_name_exist():
+    """A comment in conf/ that points a reader at ``src/...py`` or ``benchmarks/...`` points at a real file."""
+    named = {(path.relative_to(REPO), match.group(0)) for path in (REPO / "conf").rglob("*.yaml")
+             for match in re.finditer(r"(?:src|benchmarks|tests)/[\w/.-]+\.(?:py|md|sh)", path.read_text())}
+    assert named, "the configs name no file: the pattern is wrong"
+    assert [(str(path), name) for path, name in sorted(named) if not (REPO / name).exists()] == []
