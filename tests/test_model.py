@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from hreg import mnist
 from hreg.data import Split
 from hreg.metrics import evaluate, predict
 from tests.conftest import compose_config
@@ -53,6 +54,18 @@ def test_batchnorm_running_statistics_do_not_change_in_evaluation():
     assert before.keys() == after.keys() and len(before) == 6
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert model.training, "evaluation restores the caller's mode"
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+def test_evaluation_gives_the_same_logits_whatever_its_chunk(norm):
+    """The chunk size of evaluation (metrics.EVAL_CHUNK, chosen for speed) changes no metric: same bits."""
+    model = build(f"model/norm={norm}")
+    model.train()
+    model(mnist.load_normalised()["train_x"][:300])  # BatchNorm's running statistics away from their start
+    images = mnist.load_normalised()["test_x"]
+    whole = predict(model, images, chunk=len(images))
+    for chunk in (1000, 2048, 4096, 20000):
+        assert torch.equal(predict(model, images, chunk=chunk), whole), chunk
 
 
 def test_evaluation_runs_without_building_a_graph():

@@ -17,7 +17,11 @@ from torch import nn
 from hreg.data import Split, Splits
 from hreg.model import MLP
 
-EVAL_CHUNK = 20000  # rows per forward pass in evaluation: bounds memory on big splits
+#: Rows per forward pass in evaluation, by device type (``benchmarks/bench_epoch.py`` measures the
+#: choice). On a CPU small enough that a chunk's activations stay in the caches; on a GPU large enough
+#: that a pass is a few big kernels. Either way it bounds memory on big splits, and the logits are the
+#: same bits whatever the chunk.
+EVAL_CHUNK = {"cpu": 2048, "cuda": 20000}
 #: A weight counts as "near zero" below this magnitude (what L1 drives weights to).
 NEAR_ZERO = 1e-3
 MAX_ENTROPY = math.log(10)
@@ -26,13 +30,18 @@ PROBE_SIZE = 10000
 SPLITS = ("train", "val", "test")
 
 
+def eval_chunk(device: torch.device) -> int:
+    """Rows per evaluation pass on ``device`` (``EVAL_CHUNK``; a CPU's for other device types)."""
+    return EVAL_CHUNK.get(device.type, EVAL_CHUNK["cpu"])
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits for ``x`` in eval mode (the caller's mode is restored)."""
+def predict(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Logits for ``x`` in eval mode, ``chunk`` rows at a time (``eval_chunk``); the caller's mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(chunk) for chunk in x.split(EVAL_CHUNK)])
+        return torch.cat([model(rows) for rows in x.split(chunk or eval_chunk(x.device))])
     finally:
         model.train(was_training)
 

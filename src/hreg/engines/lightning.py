@@ -49,7 +49,7 @@ from hreg.early_stopping import EarlyStopping as NativeEarlyStopping
 from hreg.errors import UserError
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.lifecycle import Lifecycle, ending
-from hreg.metrics import EVAL_CHUNK, SPLITS
+from hreg.metrics import SPLITS, eval_chunk
 from hreg.result import Status
 from hreg.rundir import is_worker_process
 from hreg.schedule import batch_bounds, is_eval_epoch
@@ -77,7 +77,7 @@ class SplitBatches(Dataset):
 
     def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(index, device=self.y.device)
-        return self.x[rows], self.y[rows]
+        return self.x.index_select(0, rows), self.y.index_select(0, rows)  # as the native loop's batches
 
 
 class EpochBatches(BatchSampler):
@@ -127,7 +127,7 @@ class MNISTDataModule(L.LightningDataModule):
     @staticmethod
     def _whole(split: Split) -> DataLoader:
         data = SplitBatches(split)
-        return batches(data, SequentialSampler(data), EVAL_CHUNK)
+        return batches(data, SequentialSampler(data), eval_chunk(split.x.device))
 
 
 class RegularizedClassifier(L.LightningModule):
