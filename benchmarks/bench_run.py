@@ -5,7 +5,9 @@
 loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
 ``--compare engine``: hreg's own loop against the Lightning engine (`engine=lightning`);
 ``--compare fused``: Adam's fused kernel (the config's default) against torch's default (`optimizer.fused=false`);
-``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run.
+``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run;
+``--compare floor``: `train.py monitor=none` against the run's floor (floor.py: its FLOPs at this CPU's
+best GEMM rate, measured just before each run), the ratio the epoch's speed is judged by.
 
 The two variants run alternately, REPEATS times each, in fresh processes, and it prints
 the medians: the whole process (start-up, data, training, evaluation, logging), where it
@@ -31,7 +33,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from floor import peak_rate, run_flops
+
 REPO = Path(__file__).resolve().parents[1]
+EVAL_EVERY = 10  # conf/config.yaml's
 COMPARISONS = {
     "logging": {"logging on (default)": [], "logging off (monitor=none)": ["monitor=none"]},
     "graph": {"CUDA graph (train.cuda_graph=true)": ["train.cuda_graph=true"],
@@ -39,6 +44,7 @@ COMPARISONS = {
     "engine": {"native engine (default)": [], "Lightning engine (engine=lightning)": ["engine=lightning"]},
     "fused": {"fused Adam (default)": [], "foreach Adam (optimizer.fused=false)": ["optimizer.fused=false"]},
     "startup": {"start-up (monitor=none device=cpu, with --epochs 1)": ["monitor=none", "device=cpu"]},
+    "floor": {"default run (monitor=none device=cpu)": ["monitor=none", "device=cpu"]},
 }
 
 
@@ -79,7 +85,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for i, (name, extra) in enumerate(variants.items()):
+                floor = run_flops(args.epochs, EVAL_EVERY) / peak_rate() if args.compare == "floor" else None
                 samples[name].append(one_run(Path(tmp), f"{repeat}-{i}", base + extra))
+                if floor is not None:
+                    samples[name][-1] |= {"floor_s": floor, "x_floor": samples[name][-1]["loop_s"] / floor}
                 print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     print(f"{args.repeats} runs each, alternating, `train.py {' '.join(base)}`:")
@@ -89,6 +98,11 @@ def main() -> None:
     for name, m in medians.items():
         print(f"| {name} | {m['process_s']:.1f} | {m['before_s']:.1f} | {m['build_s']:.1f} | {m['loop_s']:.1f} "
               f"| {m['after_s']:.1f} | {m['events_mb']:.2f} | {m['val_acc']:.4f} |")
+    for name, m in medians.items():
+        if "floor_s" in m:
+            print(f"{name}: training loop {m['loop_s']:.1f} s, floor {m['floor_s']:.1f} s "
+                  f"({run_flops(args.epochs, EVAL_EVERY) / 1e12:.2f} TFLOP at the best GEMM rate measured just "
+                  f"before each run): {m['x_floor']:.2f}x the floor (median of the per-run ratios)")
     if len(medians) == 2:
         first, second = medians.values()
         print(f"first / second: training loop {first['loop_s'] / second['loop_s']:.3f}x; "
