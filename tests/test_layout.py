@@ -59,7 +59,7 @@ def imported_by(code: str) -> set[str]:
 def test_a_run_without_tensorboard_or_search_imports_neither():
     loaded = imported_by("from hreg.run import run; from hreg.build import build_hooks")
     assert "hreg.monitor" not in loaded and "torch.utils.tensorboard" not in loaded
-    assert not {m for m in loaded if m.startswith(("optuna", "matplotlib", "torchvision", "lightning"))}
+    assert not {m for m in loaded if m.startswith(("optuna", "matplotlib", "scipy", "torchvision", "lightning"))}
 
 
 ENGINES = {"native": "hreg.engines.native", "lightning": "hreg.engines.lightning", "stacked": "hreg.engines.stacked"}

@@ -1,4 +1,4 @@
-"""The study preset and hreg-report, on a real small multirun of the preset (2 variants x 2 seeds, 3 epochs)."""
+"""The study preset and hreg-report, on a real small multirun of the preset (2 variants x 3 seeds, 3 epochs)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -18,7 +19,7 @@ from tests.conftest import CONF_DIR, compose_config, read_result, run_cli, run_t
 
 FIGURES = ("loss_curves.png", "accuracy.png", "weights.png")
 VARIANTS = ("none", "l1")
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,14 @@ def test_every_run_table_equals_the_result_files(sweep):
         assert row["entropy"] == f"{result['entropy_mean']:.3f}"
 
 
-def test_configuration_table_gives_mean_and_std_over_seeds(sweep):
+def interval(values: list[float]) -> str:
+    """``mean [low, high]``: scipy's Student t 95% interval of the mean, as the report writes it."""
+    mean = statistics.mean(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def test_configuration_table_gives_mean_and_95_interval_over_seeds(sweep):
     rows = {r["configuration"]: r for r in md_table((sweep / "report.md").read_text(), "By configuration")}
     assert list(rows) == [f"variant={v}" for v in VARIANTS]
     for variant in VARIANTS:
@@ -124,10 +132,71 @@ def test_configuration_table_gives_mean_and_std_over_seeds(sweep):
         test_acc = [100 * f["test_acc"] for f in finals]
         gap = [100 * (f["train_acc"] - f["val_acc"]) for f in finals]
         row = rows[f"variant={variant}"]
-        assert row["runs"] == "2/2"
-        assert row["test acc (%)"] == f"{statistics.mean(test_acc):.2f} ± {statistics.stdev(test_acc):.2f}"
-        assert row["train−val gap (pp)"] == f"{statistics.mean(gap):.2f} ± {statistics.stdev(gap):.2f}"
-        assert row["near-zero weights (%)"] == f"{statistics.mean(near_zero):.2f} ± {statistics.stdev(near_zero):.2f}"
+        assert row["runs"] == f"{len(SEEDS)}/{len(SEEDS)}"
+        assert row["test acc (%)"] == interval(test_acc)
+        assert row["train−val gap (pp)"] == interval(gap)
+        assert row["near-zero weights (%)"] == interval(near_zero)
+
+
+def test_each_configuration_is_compared_with_the_baseline_seed_by_seed(sweep):
+    report = (sweep / "report.md").read_text()
+    [row] = md_table(report, "Which differences are real")
+    by_seed = {(r["config"]["regularizer"]["kind"], r["config"]["seed"]): 100 * r["final"]["test_acc"]
+               for r in map(read_result, job_dirs(sweep))}
+    l1, none = ([by_seed[(kind, s)] for s in SEEDS] for kind in ("l1", "none"))
+    reference = stats.ttest_rel(l1, none)
+    low, high = reference.confidence_interval()
+    assert row["configuration"] == "variant=l1" and row["paired seeds"] == "3"
+    assert row["test acc difference (pp)"] == f"{statistics.mean(l1) - statistics.mean(none):+.2f}"
+    assert row["95% interval"] == f"[{low:+.2f}, {high:+.2f}]"
+    assert float(row["p (paired t)"]) == pytest.approx(reference.pvalue, abs=5e-4)
+    assert row["p (Holm)"] == row["p (paired t)"]  # one comparison: nothing to correct
+    assert row["verdict"] == ("no significant difference" if reference.pvalue >= 0.05 else
+                              "better" if statistics.mean(l1) > statistics.mean(none) else "worse")
+    assert "against `variant=none`, paired by seed" in report
+
+
+def test_fewer_than_three_seeds_give_no_test_and_say_so(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for job in job_dirs(copy):
+        if read_result(job)["config"]["seed"] == 2:
+            shutil.rmtree(job)
+    done = report_cli(str(copy))
+    assert done.returncode == 0, done.stderr
+    report = (copy / "report.md").read_text()
+    [row] = md_table(report, "Which differences are real")
+    assert row["paired seeds"] == "2" and row["95% interval"] == "–" and row["p (Holm)"] == "–"
+    assert "No test is possible: a test needs at least 3 seeds" in report
+
+
+def test_known_differences_are_reported_in_words_with_their_intervals(sweep, tmp_path):
+    """Hand-made records: `augment` +2 points on every seed give or take 0.1, `l1` no real change, against none."""
+    template = read_result(job_dirs(sweep)[0])
+    accuracy = {"none": [96.0, 96.5, 95.8, 96.2, 96.4], "augment": [98.1, 98.3, 97.8, 98.2, 98.4],
+                "l1": [96.1, 96.3, 95.9, 96.4, 96.2]}
+    for job, (variant, seed) in enumerate((v, s) for v in accuracy for s in range(5)):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"variant={variant}", f"seed={seed}"]))
+        record = json.loads(json.dumps(template))
+        record["final"]["test_acc"] = accuracy[variant][seed] / 100
+        (job_dir / "result.json").write_text(json.dumps(record))
+    done = report_cli(str(tmp_path / "sweep"))
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    rows = {r["configuration"]: r for r in md_table(report, "Which differences are real")}
+    p_values = {v: stats.ttest_rel(accuracy[v], accuracy["none"]).pvalue for v in ("augment", "l1")}
+    holm = {v: min(1.0, p * (2 if p == min(p_values.values()) else 1)) for v, p in p_values.items()}
+    holm["l1"] = max(holm["l1"], holm["augment"])
+    for variant in ("augment", "l1"):
+        assert float(rows[f"variant={variant}"]["p (Holm)"].replace("< ", "")) == pytest.approx(holm[variant], abs=1e-3)
+    assert rows["variant=augment"]["verdict"] == "better" and rows["variant=augment"]["p (Holm)"] == "< 0.001"
+    assert rows["variant=l1"]["verdict"] == "no significant difference"
+    low, high = stats.ttest_rel(accuracy["augment"], accuracy["none"]).confidence_interval()
+    assert f"- Better than `variant=none`: `variant=augment`: +1.98 points [{low:+.2f}, {high:+.2f}], p < 0.001." in report
+    assert "- No significant difference at 5%: `variant=l1`." in report
+    assert "- Worse than `variant=none`: none." in report
 
 
 def test_running_and_failed_runs_are_named_and_left_out_of_the_statistics(sweep, tmp_path):
@@ -140,21 +209,23 @@ def test_running_and_failed_runs_are_named_and_left_out_of_the_statistics(sweep,
     for key in ("weights", "entropy_mean"):
         running.pop(key)
     (copy / "1" / "result.json").write_text(json.dumps(running))
-    (copy / "3" / "result.json").unlink()  # variant=l1, seed=1: crashed before training
+    (copy / "4" / "result.json").unlink()  # variant=l1, seed=1: crashed before training
 
     done = report_cli(str(copy))
     assert done.returncode == 0, done.stderr
     report = (copy / "report.md").read_text()
-    assert "4 runs: 2 completed, 1 running, 1 failed." in report
+    assert "6 runs: 4 completed, 1 running, 1 failed." in report
     assert "- job 1 (variant=none): running after epoch 1/3" in report
-    assert "- job 3 (variant=l1): failed: no result.json" in report
+    assert "- job 4 (variant=l1): failed: no result.json" in report
     rows = {r["configuration"]: r for r in md_table(report, "By configuration")}
-    assert rows["variant=none"]["runs"] == "1/2"
-    assert rows["variant=none"]["test acc (%)"] == pct(read_result(copy / "0")["final"]["test_acc"])
-    assert rows["variant=l1"]["test acc (%)"] == pct(read_result(copy / "2")["final"]["test_acc"])
+    assert rows["variant=none"]["runs"] == "2/3"
+    for variant, jobs in (("none", "02"), ("l1", "35")):
+        accuracy = [100 * read_result(copy / job)["final"]["test_acc"] for job in jobs]
+        assert rows[f"variant={variant}"]["test acc (%)"] == interval(accuracy)
+    assert md_table(report, "Which differences are real")[0]["paired seeds"] == "2"  # seeds 0 and 2: no test
     jobs = {r["job"]: r for r in md_table(report, "Every run")}
     assert jobs["1"]["status"] == "running" and jobs["1"]["test acc (%)"] == pct(running["final"]["test_acc"])
-    assert jobs["3"]["status"] == "failed" and jobs["3"]["test acc (%)"] == "–"
+    assert jobs["4"]["status"] == "failed" and jobs["4"]["test acc (%)"] == "–"
     for name in FIGURES:
         with Image.open(copy / name) as image:
             image.verify()

@@ -5,7 +5,8 @@ The report reads only what the jobs wrote (``.hydra/overrides.yaml`` and
 prediction entropy); it never re-trains. Any multirun works: the
 compare_regularizers study, a plain ``-m regularizer=none,l1,l2`` or an Optuna
 sweep. Runs that differ only by seed form one configuration (runs.py),
-summarised by mean and standard deviation. Jobs that failed, diverged or are
+summarised by mean and 95% confidence interval, and compared with a baseline
+seed by seed (compare.py). Jobs that failed, diverged or are
 still running are listed and kept out of the statistics; their curves are still
 drawn as far as they got.
 """
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hreg.cli import exit_on_error
 from hreg.report.runs import ReportError, Run, find_runs, group_runs, label_runs
-from hreg.report.tables import mean_std, number, percent, table
+from hreg.report import compare
+from hreg.report.tables import mean_interval, number, percent, table
 from hreg.result import RESULT_FILE
 
 log = logging.getLogger("hreg")
@@ -68,7 +70,7 @@ def summary_table(groups: dict[str, list[Run]]) -> str:
     rows = []
     for label, members in groups.items():
         done = [r for r in members if r.finished]
-        cells = [mean_std([value(r) for r in done], fmt) for _, value, fmt in SUMMARY_COLUMNS]
+        cells = [mean_interval([value(r) for r in done], fmt) for _, value, fmt in SUMMARY_COLUMNS]
         rows.append([label, f"{len(done)}/{len(members)}", *cells])
     return table(["configuration", "runs", *(c[0] for c in SUMMARY_COLUMNS)], rows)
 
@@ -113,10 +115,11 @@ def status_section(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def write_report(multirun_dir: Path, allow_empty: bool = False) -> Path:
+def write_report(multirun_dir: Path, allow_empty: bool = False, baseline: str | None = None) -> Path:
     """Write report.md and its figures into ``multirun_dir``; return the report's path.
 
-    ``allow_empty``: a sweep directory with no job yet still gets a report that says so.
+    ``allow_empty``: a sweep directory with no job yet still gets a report that says so. ``baseline``: the
+    configuration the others are compared with (default: compare.find_baseline's).
     """
     # Imported here: every run instantiates ReportCallback, and only a report needs matplotlib.
     from hreg.report import figures
@@ -132,10 +135,12 @@ def write_report(multirun_dir: Path, allow_empty: bool = False) -> Path:
         "Written by `hreg-report` from each job's result.json (final evaluation). The gap is final "
         "train accuracy minus validation accuracy, in percentage points; near-zero weights are Linear "
         "weights with |w| < 1e-3; entropy is the mean prediction entropy (nats) on 10000 validation images. "
-        "Statistics are mean ± sample standard deviation over the finished runs of each configuration.",
+        "Statistics are the mean [95% Student t confidence interval] over the finished runs of each "
+        "configuration.",
         "Overrides common to every run: " + (" ".join(f"`{o}`" for o in common) or "none") + ".",
         "## Runs\n\n" + status_section(runs),
         "## By configuration\n\n" + summary_table(groups),
+        "## Which differences are real\n\n" + compare.section(finished, baseline),
         "## Figures\n\n"
         + ("\n\n".join(f"![{title}]({name})" for name, title in drawn) or "None: no run has evaluated yet."),
         "## Every run\n\n" + runs_table(runs, common),
@@ -150,10 +155,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="hreg-report", description="Write report.md and figures into a multirun directory, from its runs' result files."
     )
     parser.add_argument("multirun_dir", type=Path, help="e.g. multirun/2026-01-31/12-00-00")
+    parser.add_argument("--baseline", help="the configuration to compare the others with, as report.md labels it "
+                                           "(default: the one whose overrides are all =none, e.g. variant=none)")
     args = parser.parse_args(argv)
     with exit_on_error("hreg-report"):
         try:
-            path = write_report(args.multirun_dir)
+            path = write_report(args.multirun_dir, baseline=args.baseline)
         except OSError as error:  # e.g. a directory we may not write into
             raise ReportError(str(error)) from None
     print(path)
@@ -168,6 +175,7 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            log.info("report: %s", write_report(sweep_dir, allow_empty=True))
+            baseline = OmegaConf.select(config, "report.baseline", default=None)
+            log.info("report: %s", write_report(sweep_dir, allow_empty=True, baseline=baseline))
         except (ReportError, OSError) as error:
             log.warning("no report: %s", error)

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from hreg.report.runs import Run
+from hreg.report.stats import t_interval
 
 LOSS_CURVES = "loss_curves.png"
 ACCURACY = "accuracy.png"
@@ -79,7 +80,7 @@ def loss_curves(groups: dict[str, list[Run]], colour: Colours, path: Path) -> No
 
 
 def _points(ax: Axes, groups: dict[str, list[Run]], value: Callable[[Run], float], colour: Colours) -> None:
-    """One row per configuration: its mean as a diamond with the sample std as an error bar, each run as a dot.
+    """One row per configuration: its mean as a diamond with its 95% t interval as an error bar, each run as a dot.
 
     Points rather than bars: the axis then zooms on the values, so that a difference of
     half a point in accuracy is visible.
@@ -88,8 +89,9 @@ def _points(ax: Axes, groups: dict[str, list[Run]], value: Callable[[Run], float
         values = [v for v in (value(r) for r in groups[label]) if math.isfinite(v)]
         if not values:
             continue
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        ax.errorbar(statistics.mean(values), y, xerr=std, fmt="D", color=colour[label], markersize=8, capsize=5)
+        interval = t_interval(values)
+        half = interval.high - interval.mean if interval.n > 1 else 0.0
+        ax.errorbar(interval.mean, y, xerr=half, fmt="D", color=colour[label], markersize=8, capsize=5)
         ax.plot(values, [y] * len(values), "o", color="black", markersize=3, alpha=0.7)
     ax.grid(True, alpha=0.3)
 
@@ -111,7 +113,8 @@ def _point_figure(
         ax.set_xlabel(xlabel)
     axes[0].set_yticks(range(len(groups)), labels)
     axes[0].set_ylim(len(groups) - 0.5, -0.5)  # shared: the first configuration on top in every panel
-    fig.suptitle(f"{title}\ndiamond: mean over seeds, error bar: standard deviation, dots: single runs")
+    fig.suptitle(f"{title}\ndiamond: mean over seeds, error bar: its 95% confidence interval (Student t), "
+                 "dots: single runs")
     return fig
 
 

@@ -61,6 +61,12 @@ class Run:
             return math.nan if self.result.entropy_mean is None else self.result.entropy_mean
         return (self.result.weights or {}).get(key, math.nan)
 
+    @property
+    def seed(self) -> str:
+        """Which repetition this run is, as its seed overrides say (``seed=3``; empty: the default seed).
+        Runs of two configurations with the same ``seed`` share initialisation, batch order and split."""
+        return " ".join(sorted(o for o in self.overrides if _override_key(o) in SEED_KEYS))
+
     def extra(self, key: str) -> Any:
         return self.result.extras.get(key) if self.result else None
 

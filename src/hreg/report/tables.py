@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
+
+from hreg.report.stats import t_interval
 
 
 def percent(value: float) -> str:
@@ -15,14 +16,14 @@ def number(value: float, digits: int = 3) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def mean_std(values: list[float], fmt: Callable[[float], str]) -> str:
-    """``mean ± sample std`` (std only from two values on), NaNs left out."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
+def mean_interval(values: list[float], fmt: Callable[[float], str]) -> str:
+    """``mean [low, high]`` with the 95% Student t interval (from two values on), NaNs left out."""
+    interval = t_interval(values)
+    if interval.n == 0:
         return "–"
-    if len(values) == 1:
-        return fmt(values[0])
-    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+    if interval.n == 1:
+        return fmt(interval.mean)
+    return f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
