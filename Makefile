@@ -30,8 +30,10 @@ $(BIN)/.installed: requirements.lock pyproject.toml | $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-# Rewrite the lock from pyproject.toml (its dependencies, the test extra, and [tool.uv]'s override).
+# Rewrite the lock from pyproject.toml (its dependencies, the test extra, and [tool.uv]'s override);
+# uv keeps the versions of the present lock where they still fit, so a lock changes only where it must.
 lock: | $(UV)
+	cp requirements.lock requirements.lock.new
 	$(UV) pip compile --quiet --python-version 3.11 --no-annotate --no-header --extra test pyproject.toml -o requirements.lock.new
 	(echo "# Written by 'make lock' from pyproject.toml; one 'name==version' a line."; cat requirements.lock.new) > requirements.lock
 	rm requirements.lock.new

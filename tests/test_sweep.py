@@ -99,8 +99,10 @@ def test_results_and_summary_agree_with_the_study_and_a_rerun_resumes(tmp_path):
         assert row["state"] == "complete" and float(row["value"]) == trial.value
         assert float(row["test_acc"]) == trial.system_attrs[FINAL_ATTR]["test_acc"]
         assert row.get("regularizer.lam", "") == str(trial.params.get("regularizer.lam", ""))  # no column: never sampled
-    markdown = (sweep_dir / "summary.md").read_text().splitlines()
+    trials_part, learned_part = (sweep_dir / "summary.md").read_text().split("\n## What the search learned\n")
+    markdown = trials_part.splitlines()
     assert len(markdown) == 2 + 2 and markdown[2].startswith(f"| {rows[0]['trial']} | complete |")
+    assert "need at least 5 completed trials; this search has 2" in learned_part
     for image in ("optimization_history.png", "parallel_coordinates.png"):
         assert (sweep_dir / image).read_bytes().startswith(b"\x89PNG")
     # hreg-study rewrites the same summary from the database alone.

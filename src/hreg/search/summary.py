@@ -1,4 +1,5 @@
-"""The summary of an Optuna sweep: every trial in a table (CSV and Markdown, best first) and plots.
+"""The summary of an Optuna sweep: every trial in a table (CSV and Markdown, best first), what the
+search learned (learned.py) and plots.
 
 Written at the end of each sweep; ``hreg-study SWEEP_DIR`` rewrites it at any
 time (during a sweep, or after one that crashed).
@@ -31,6 +32,7 @@ from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E
 from hreg.cli import exit_on_error  # noqa: E402
 from hreg.errors import UserError  # noqa: E402
 from hreg.report.tables import table  # noqa: E402
+from hreg.search import learned  # noqa: E402
 from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url, open_storage  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
@@ -85,8 +87,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_tables(columns: list[str], rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """summary.csv and summary.md; the Markdown says so first when no trial completed."""
+def write_tables(columns: list[str], rows: list[dict[str, Any]], out_dir: Path, learned: str = "") -> list[Path]:
+    """summary.csv and summary.md (the trial table, then ``learned``); the Markdown says so first when no
+    trial completed."""
     csv_path, md_path = out_dir / SUMMARY_CSV, out_dir / SUMMARY_MD
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -95,7 +98,7 @@ def write_tables(columns: list[str], rows: list[dict[str, Any]], out_dir: Path) 
     markdown = table(columns, [[_cell(row[c]) for c in columns] for row in rows]) + "\n"
     if not any(row["state"] == "complete" for row in rows):
         markdown = f"No trial completed ({len(rows)} trials), so there are no best parameters.\n\n" + markdown
-    md_path.write_text(markdown)
+    md_path.write_text(markdown + (f"\n{learned}\n" if learned else ""))
     return [csv_path, md_path]
 
 
@@ -150,7 +153,7 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
 def write_summary(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Write the trial table and the plots into ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_tables(*trial_rows(study), out_dir) + write_plots(study, out_dir)
+    return write_tables(*trial_rows(study), out_dir, learned.section(study)) + write_plots(study, out_dir)
 
 
 class StudyError(UserError):
