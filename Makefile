@@ -45,9 +45,10 @@ train: data
 	$(BIN)/python train.py $(ARGS)
 
 # A pytest-xdist worker per core; each test file stays on one worker (its module fixtures run once), and
-# files go out in tests/conftest.py's order, slowest first (xdist would reorder them by their number of tests).
+# files go out in tests/conftest.py's order, slowest first (xdist would reorder them by their number of tests);
+# the 20 slowest tests are listed at the end, to keep the suite's time in view.
 test: data
-	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=20 $(ARGS)
 
 bench: data
 	$(BIN)/python benchmarks/bench_run.py $(ARGS)
