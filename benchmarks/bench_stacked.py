@@ -5,9 +5,12 @@ Its parts (``--parts``; throughput and study by default):
 - ``throughput``: model-epochs per second of training (no evaluation, no hooks) of one
   native run against stacks of K = 1, 4, 8, 24 members, in this one process, repeated
   alternately; medians. Every member trains the default configuration with its own seed.
-- ``study``: ``train.py -m experiment=compare_regularizers`` (24 jobs) with the stacked
+- ``study``: ``train.py -m experiment=compare_regularizers`` (its seeds) with the stacked
   launcher and with Hydra's basic launcher, alternately, in fresh processes; medians of
   the wall time.
+- ``seeds`` (only when named): the study on stacks with each of ``--seeds`` seed counts
+  against 3 seeds one by one on the basic launcher (the study before it moved to stacks),
+  which is what the preset's number of seeds was chosen from.
 - ``mixed`` (only when named): the study's stack that mixes normalisations (BatchNorm,
   LayerNorm, augment and combined, 3 seeds each) against the three stacks it replaces
   (3, 3 and 6), trained side by side in this process to ``--mixed-epochs``, in chunks of
@@ -15,6 +18,7 @@ Its parts (``--parts``; throughput and study by default):
 
     .venv/bin/python benchmarks/bench_stacked.py [--parts throughput,study] [--device cpu]
         [--study-epochs 200] [--repeats 3]
+        [--parts seeds --seeds 6,10 --study-epochs 100]
         [--parts mixed --mixed-epochs 200]
 """
 
@@ -120,22 +124,36 @@ def timed(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def study(device: str, repeats: int, epochs: int, launchers: list[str]) -> None:
+def study(device: str, repeats: int, epochs: int, variants: dict[str, list[str]]) -> None:
+    """`train.py -m experiment=compare_regularizers` with each variant's extra overrides, alternately."""
     base = ["-m", "experiment=compare_regularizers", f"epochs={epochs}", f"device={device}"]
-    variants = {f"{name} launcher": ["hydra/launcher=stacked"] if name == "stacked" else [] for name in launchers}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(repeats):
         for name, extra in variants.items():
             with tempfile.TemporaryDirectory() as work:
                 samples[name].append(timed([*base, *extra], Path(work)))
             print(f"  {name} #{repeat + 1}: {samples[name][-1]:.1f} s", file=sys.stderr, flush=True)
-    print(f"\n`train.py {' '.join(base)}` (24 jobs), {repeats} alternating runs each, medians:\n")
-    print("| launcher | wall (s) |\n|---|---|")
+    print(f"\n`train.py {' '.join(base)}` with each variant's overrides, {repeats} alternating runs each, medians:\n")
+    print("| variant | overrides | wall (s) |\n|---|---|---|")
     for name, values in samples.items():
-        print(f"| {name} | {statistics.median(values):.1f} |")
-    if len(samples) == 2:
-        ratios = [b / s for s, b in zip(*samples.values())]
-        print(f"\nbasic / stacked, median of the paired ratios: {statistics.median(ratios):.2f}x")
+        print(f"| {name} | `{' '.join(variants[name])}` | {statistics.median(values):.1f} |")
+    last = list(samples)[-1]
+    for name in list(samples)[:-1]:
+        ratios = [b / s for s, b in zip(samples[name], samples[last])]
+        print(f"{last} / {name}, median of the paired ratios: {statistics.median(ratios):.2f}x")
+
+
+def launchers(names: list[str]) -> dict[str, list[str]]:
+    """The study's jobs (the preset's seeds) on each named launcher."""
+    return {f"{name} launcher": [f"hydra/launcher={name}"] for name in names}
+
+
+def seeds(counts: list[int]) -> dict[str, list[str]]:
+    """The study on stacks with each count of seeds, then with 3 seeds one by one (the last: the reference)."""
+    variants = {f"{n} seeds on stacks": ["hydra/launcher=stacked", "seed=" + ",".join(map(str, range(n)))]
+                for n in counts}
+    variants["3 seeds one by one (basic launcher)"] = ["hydra/launcher=basic", "seed=0,1,2"]
+    return variants
 
 
 def mixed(device: str, epochs: int, chunk: int = 5) -> None:
@@ -187,13 +205,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs a throughput sample")
     parser.add_argument("--study-epochs", type=int, default=200)
     parser.add_argument("--launchers", default="stacked,basic", help="for the study part")
+    parser.add_argument("--seeds", default="10", help="seed counts on stacks, for the seeds part")
     parser.add_argument("--mixed-epochs", type=int, default=200)
     args = parser.parse_args()
     parts = args.parts.split(",")
     if "throughput" in parts:
         throughput(args.device, args.repeats, [int(k) for k in args.sizes.split(",")], args.epochs)
     if "study" in parts:
-        study(args.device, args.repeats, args.study_epochs, args.launchers.split(","))
+        study(args.device, args.repeats, args.study_epochs, launchers(args.launchers.split(",")))
+    if "seeds" in parts:
+        study(args.device, args.repeats, args.study_epochs, seeds([int(n) for n in args.seeds.split(",")]))
     if "mixed" in parts:
         mixed(args.device, args.mixed_epochs)
 
