@@ -153,7 +153,7 @@ def test_each_configuration_is_compared_with_the_baseline_seed_by_seed(sweep):
     assert row["p (Holm)"] == row["p (paired t)"]  # one comparison: nothing to correct
     assert row["verdict"] == ("no significant difference" if reference.pvalue >= 0.05 else
                               "better" if statistics.mean(l1) > statistics.mean(none) else "worse")
-    assert "against `variant=none`, paired by seed" in report
+    assert "against `variant=none`, paired by seed (the same seed: the same initial weights and split)" in report
 
 
 def test_fewer_than_three_seeds_give_no_test_and_say_so(sweep, tmp_path):

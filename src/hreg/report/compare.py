@@ -1,7 +1,9 @@
 """The report's answer to "which regularizers change test accuracy": each configuration against a baseline.
 
-Runs are paired by seed (``Run.seed``): two runs with the same seed share initialisation,
-batch order and split, so their difference leaves out most of what seeds change. The
+Runs are paired by seed (``Run.seed``): two runs with the same seed start from the same
+weights on the same split (one by one, they also draw the same batch order; on stacks the
+draws during training depend on the stack), so their difference leaves out much of what
+seeds change. The
 baseline is the configuration named by ``report.baseline`` (``hreg-report --baseline``), or
 else the one whose every override is ``=none`` (``variant=none``, ``regularizer=none``).
 """
@@ -75,8 +77,8 @@ def section(groups: dict[str, list[Run]], chosen: str | None) -> str:
     comparisons = compare(groups, baseline)
     if not comparisons:
         return f"Only one configuration (`{baseline}`): nothing to compare."
-    intro = (f"Each configuration against `{baseline}`, paired by seed (the same seed: the same initialisation, "
-             f"batch order and split): the mean difference in final test accuracy (percentage points) with its "
+    intro = (f"Each configuration against `{baseline}`, paired by seed (the same seed: the same initial "
+             f"weights and split): the mean difference in final test accuracy (percentage points) with its "
              f"{LEVEL:.0%} Student t interval, and the paired t-test's p-value, corrected by Holm's method for "
              f"{len(comparisons)} comparison{'s' if len(comparisons) > 1 else ''}.")
     rows = [[c.label, str(c.difference.n),

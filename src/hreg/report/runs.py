@@ -64,7 +64,7 @@ class Run:
     @property
     def seed(self) -> str:
         """Which repetition this run is, as its seed overrides say (``seed=3``; empty: the default seed).
-        Runs of two configurations with the same ``seed`` share initialisation, batch order and split."""
+        Runs of two configurations with the same ``seed`` start from the same weights on the same split."""
         return " ".join(sorted(o for o in self.overrides if _override_key(o) in SEED_KEYS))
 
     def extra(self, key: str) -> Any:

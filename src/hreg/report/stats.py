@@ -1,8 +1,8 @@
 """Which differences between configurations are real: confidence intervals and paired tests over seeds.
 
 A configuration's runs differ only by seed; its mean comes with a Student t 95% confidence
-interval. Two configurations run with the same seeds (same seed: same initialisation, batch
-order and split) are compared pair by pair: the mean of the per-seed differences, its t
+interval. Two configurations run with the same seeds (same seed: same initial weights and
+split) are compared pair by pair: the mean of the per-seed differences, its t
 interval, and the paired t-test's p-value (scipy's ``ttest_rel``), corrected for the number
 of comparisons by Holm's method. Below ``MIN_PAIRS`` pairs no test is made: with two seeds
 the interval spans almost anything.
