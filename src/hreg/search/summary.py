@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,12 @@ import optuna  # noqa: E402
 from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.distributions import CategoricalDistribution  # noqa: E402
-from optuna.visualization.matplotlib import plot_optimization_history  # noqa: E402
 
 from hreg.cli import exit_on_error  # noqa: E402
 from hreg.errors import UserError  # noqa: E402
 from hreg.report.tables import table  # noqa: E402
 from hreg.search import learned  # noqa: E402
+from hreg.search.history import plot_history  # noqa: E402
 from hreg.search.study import DATABASE, EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, database_url, open_storage  # noqa: E402
 
 SUMMARY_CSV = "summary.csv"
@@ -138,16 +137,12 @@ def plot_parallel_coordinates(study: optuna.Study, path: Path) -> None:
 
 
 def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Optimization history and parallel coordinates (of completed trials), as PNG files."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = plot_optimization_history(study)
-    ax.figure.savefig(out_dir / HISTORY_PNG, dpi=120, bbox_inches="tight")
-    plt.close(ax.figure)
-    plot_parallel_coordinates(study, out_dir / PARALLEL_PNG)
-    return [out_dir / HISTORY_PNG, out_dir / PARALLEL_PNG]
+    """The history of every trial that reported (history.py), and the parallel coordinates of completed ones."""
+    paths = [out_dir / HISTORY_PNG] if plot_history(study, out_dir / HISTORY_PNG) else []
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        plot_parallel_coordinates(study, out_dir / PARALLEL_PNG)
+        paths.append(out_dir / PARALLEL_PNG)
+    return paths
 
 
 def write_summary(study: optuna.Study, out_dir: Path) -> list[Path]:
