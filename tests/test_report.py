@@ -156,6 +156,17 @@ def test_each_configuration_is_compared_with_the_baseline_seed_by_seed(sweep):
     assert "against `variant=none`, paired by seed (the same seed: the same initial weights and split)" in report
 
 
+def test_another_baseline_is_named_on_the_command_line_and_a_wrong_one_is_said(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    assert report_cli(str(copy), "--baseline", "variant=l1").returncode == 0
+    [row] = md_table((copy / "report.md").read_text(), "Which differences are real")
+    assert row["configuration"] == "variant=none" and row["paired seeds"] == "3"
+    assert report_cli(str(copy), "--baseline", "variant=l3").returncode == 0
+    assert ("The baseline `variant=l3` (report.baseline) is not among the configurations with finished runs: "
+            "`variant=none`, `variant=l1`.") in (copy / "report.md").read_text()
+
+
 def test_fewer_than_three_seeds_give_no_test_and_say_so(sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)

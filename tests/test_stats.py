@@ -54,7 +54,8 @@ def test_holm_by_hand():
     assert holm([0.5, math.nan, 0.9]) == pytest.approx([1.0, math.nan, 1.0], nan_ok=True)
 
 
-@given(st.lists(st.floats(0, 1), min_size=1, max_size=12))
+# No subnormals: a CPU run earlier in the same worker flushes them (hreg/device.py), and Hypothesis then refuses.
+@given(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=1, max_size=12))
 def test_holm_never_lowers_a_p_value_and_keeps_their_order(pvalues):
     adjusted = holm(pvalues)
     assert all(p <= a <= 1 for p, a in zip(pvalues, adjusted))

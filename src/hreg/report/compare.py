@@ -72,7 +72,7 @@ def section(groups: dict[str, list[Run]], chosen: str | None) -> str:
         return ("No baseline to compare against: no configuration has only `=none` overrides. Name one with "
                 "`report.baseline=LABEL` (or `hreg-report DIR --baseline LABEL`), LABEL as in the table above.")
     if baseline not in groups:
-        return (f"The baseline `{baseline}` (report.baseline) is none of this multirun's configurations: "
+        return (f"The baseline `{baseline}` (report.baseline) is not among the configurations with finished runs: "
                 + ", ".join(f"`{label}`" for label in groups) + ".")
     comparisons = compare(groups, baseline)
     if not comparisons:
