@@ -15,7 +15,8 @@ export UV_PYTHON_DOWNLOADS := never
 # Python writes a module's bytecode (into .venv and src/, both ignored by git) the first time a process
 # imports it; where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, every process would
 # compile torch's and Hydra's sources again (5 s a start). Compiling all of .venv at install instead
-# (UV_COMPILE_BYTECODE) takes 20 s for 12801 files, most of them never imported.
+# (UV_COMPILE_BYTECODE) takes 20 s for 12801 files, most of them never imported. A process started
+# outside make with the variable set reads that bytecode but writes none.
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: train test data bench lock clean-venv
