@@ -8,6 +8,7 @@ numbers go into the result file; the TensorBoard hook (monitor.py) draws on them
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +31,9 @@ PROBE_SIZE = 10000
 SPLITS = ("train", "val", "test")
 
 
-def eval_chunk(device: torch.device) -> int:
-    """Rows per evaluation pass on ``device`` (``EVAL_CHUNK``; a CPU's for other device types)."""
-    return EVAL_CHUNK.get(device.type, EVAL_CHUNK["cpu"])
+def eval_chunk(device: torch.device, chunks: Mapping[str, int] = EVAL_CHUNK) -> int:
+    """Rows per evaluation pass on ``device`` from a table by device type (a CPU's for other types)."""
+    return chunks.get(device.type, chunks["cpu"])
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ from hreg.engines.stacked.model import Norm, StackedMLP, norm_of, span
 from hreg.engines.stacked.optim import StackedOptimizer
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.lifecycle import Lifecycle
-from hreg.metrics import PROBE_SIZE, SPLITS, Probe, log_probs_entropy, logits_entropy, probe_set
+from hreg.metrics import PROBE_SIZE, SPLITS, Probe, eval_chunk, log_probs_entropy, logits_entropy, probe_set
 from hreg.progress import Progress
 from hreg.schedule import batch_bounds, is_eval_epoch
 from hreg.stops import StopRun, deferred_signals
@@ -246,7 +246,7 @@ class Stack:
                 yield splits, members
 
     def _chunk(self) -> int:
-        return STACK_EVAL_CHUNK.get(self.device.type, STACK_EVAL_CHUNK["cpu"])
+        return eval_chunk(self.device, STACK_EVAL_CHUNK)
 
     def _predictor(self, members: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``StackedMLP.predictor`` for these members (positions, ascending: the whole stack needs no gathering)."""
