@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from floor import EVALUATED_IMAGES, TRAIN_IMAGES, eval_flops, peak_rate, train_epoch_flops
+from floor import EVALUATED_IMAGES, TRAIN_IMAGES, eval_flops, peak_rate, sync, train_epoch_flops
 from hreg.data import Split
 from hreg.engines.native import train_epoch
 from hreg.metrics import eval_chunk, predict
@@ -35,8 +35,7 @@ def timed(work: Callable[[], object], device: torch.device) -> float:
     """Seconds ``work`` takes (the device synchronised)."""
     start = time.perf_counter()
     work()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return time.perf_counter() - start
 
 

@@ -18,7 +18,7 @@ Its parts (``--parts``; throughput and study by default):
 
     .venv/bin/python benchmarks/bench_stacked.py [--parts throughput,study] [--device cpu]
         [--study-epochs 200] [--repeats 3]
-        [--parts seeds --seeds 6,10 --study-epochs 100]
+        [--parts seeds --seeds 5,10 --study-epochs 100]
         [--parts mixed --mixed-epochs 200]
 """
 
@@ -32,16 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from floor import sync
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.conftest's compose_config
-
-
-def sync(device: str) -> None:
-    """Waits for the GPU's queued work, so that a timer reads what it took (nothing to wait for elsewhere)."""
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None:

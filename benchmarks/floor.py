@@ -4,7 +4,7 @@ The count is the one the project's targets are stated against (``../shared/tools
 MLP 784-100-100-100-10, forward and twice-forward backward of every training image in every epoch,
 and one forward of train + val + test (70000 images) at every evaluated epoch. The rate is the best
 of large square fp32 matmuls with all threads. Shared by ``bench_run.py --compare floor`` and
-``bench_epoch.py``.
+``bench_epoch.py``; ``sync`` by every benchmark that times GPU work in its own process.
 """
 
 from __future__ import annotations
@@ -47,15 +47,16 @@ def peak_rate(device: torch.device | str = "cpu", size: int = 2048, reps: int = 
     for _ in range(tries):
         for _ in range(3):
             a @ b
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(reps):
             a @ b
-        _sync(device)
+        sync(device)
         best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
     return best
 
 
-def _sync(device: torch.device | str) -> None:
+def sync(device: torch.device | str) -> None:
+    """Wait for the GPU's queued work, so that a timer reads what it took (nothing to wait for elsewhere)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
