@@ -113,8 +113,9 @@ def test_a_search_of_four_trials_where_a_cancelled_job_fails_alone_and_the_same_
 
 
 def test_a_warned_job_checkpoints_is_requeued_and_resumes_its_trial_where_it_stopped(tmp_path, cluster, database):
-    epochs = 20
-    args = search(tmp_path, database, "r", *slow(epochs), "optimizer.lr=1e-3", "hydra.sweeper.n_trials=1")
+    epochs, beat = 20, 2
+    args = search(tmp_path, database, "r", *slow(epochs), "optimizer.lr=1e-3", "hydra.sweeper.n_trials=1",
+                  f"search.heartbeat_s={beat}")
     with open(tmp_path / "sweeper.log", "w") as out:
         sweeper = start_train(*args, cwd=tmp_path, output=out)
     try:
@@ -125,6 +126,7 @@ def test_a_warned_job_checkpoints_is_requeued_and_resumes_its_trial_where_it_sto
         wait_for(lambda: read_result(run_dir)["status"] == "interrupted", "the run to stop after its epoch")
         stopped_at = read_result(run_dir)["epochs_completed"]
         wait_for(lambda: cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() == "PENDING", "requeued")
+        time.sleep(4 * beat)  # past the heartbeat's grace period: no process beats, yet the trial waits in the queue
         cluster.release_requeued()
         assert sweeper.wait(timeout=300) == 0, (tmp_path / "sweeper.log").read_text()[-3000:]
     finally:

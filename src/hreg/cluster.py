@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ LAUNCHERS = {f"{_PLUGIN}.{name}": f"{_HREG}.{name}" for name in ("LocalLauncher"
 REQUEUES = 3
 #: Seconds between two looks at a batch's jobs (submitit's own polling caches their states meanwhile).
 POLL_S = 1.0
+#: Seconds between two questions to SLURM's controller about a batch's jobs (``squeue``).
+QUEUE_S = 10.0
 
 
 class WorkerLost(RuntimeError):
@@ -185,14 +188,26 @@ def submit(launcher: Any, executor_name: str, job_overrides: Sequence[Sequence[s
 
 def collect(jobs: Sequence[Any], job_overrides: list[list[str]], heartbeats: Heartbeats | None) -> list[JobReturn]:
     """Each job's return as it ends; a job whose trial stopped beating (``heartbeats``) is cancelled and fails
-    alone, with a line naming it (its scheduler may never say that its node or process is gone)."""
+    alone, with a line naming it (its scheduler may never say that its node or process is gone).
+
+    A job SLURM still holds has not ended, whatever its accounting says: a requeued job's first attempt can
+    show there as ended (``FAILED``) before the controller queues it again. While it waits in the queue no
+    process of its own beats, so the sweeper beats for its trial."""
     returns: dict[int, JobReturn] = {}
+    every = QUEUE_S if heartbeats is None else min(QUEUE_S, heartbeats.heartbeat_s)  # a queued job beats in time
+    held, asked = {}, -every
     while len(returns) < len(jobs):
+        if time.monotonic() - asked >= every:
+            held, asked = _held(jobs), time.monotonic()
         for i, job in enumerate(jobs):
             if i in returns:
                 continue
-            if job.done():
+            state = held.get(job.job_id)
+            if job.done() and (state is None or job.paths.result_pickle.exists()):
                 returns[i] = _result(job)
+            elif state is not None and state not in ("RUNNING", "COMPLETING"):
+                if heartbeats is not None:
+                    heartbeats.beat(job_overrides[i])
             elif heartbeats is not None and heartbeats.stopped(job_overrides[i]):
                 job.cancel(check=False)
                 log.error("job %s (%s) stopped its heartbeat for %d s, so it was cancelled and failed; its output: %s",
@@ -203,6 +218,22 @@ def collect(jobs: Sequence[Any], job_overrides: list[list[str]], heartbeats: Hea
         if len(returns) < len(jobs):
             time.sleep(POLL_S)
     return [returns[i] for i in range(len(jobs))]
+
+
+def _held(jobs: Sequence[Any]) -> dict[str, str]:
+    """The state of each of ``jobs`` that SLURM's controller still holds (pending, requeued, running), by job
+    id (``squeue``, one line per array task); nothing for jobs of another executor, or when it does not answer."""
+    import submitit
+
+    ids = [job.job_id for job in jobs if isinstance(job, submitit.SlurmJob)]
+    if not ids:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(ids)}"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
 
 def validate_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:

@@ -68,6 +68,7 @@ class Heartbeats:
         self.study_id = self.storage.get_study_id_from_name(sweeper.study_name)
         self.checked = time.monotonic()
         self.answering = time.monotonic()  # since when the database has answered (None during an outage)
+        self.beaten: dict[int, float] = {}  # when the sweeper last beat for a queued job's trial, by number
 
     @classmethod
     def of(cls, config: DictConfig) -> Heartbeats | None:
@@ -76,6 +77,19 @@ class Heartbeats:
         if not beat or not is_optuna(config.hydra) or storage_url(config.hydra.sweeper.storage) is None:
             return None
         return cls(config.hydra.sweeper, int(beat))
+
+    def beat(self, overrides: Sequence[str]) -> None:
+        """A heartbeat for the trial of a job that waits in its scheduler's queue (requeued after a time limit
+        or a preemption): alive, with no process to beat for it. A beat the database does not take is skipped."""
+        number = trial_number(overrides)
+        now = time.monotonic()
+        if number is None or now - self.beaten.get(number, -self.heartbeat_s) < self.heartbeat_s:
+            return
+        self.beaten[number] = now
+        try:
+            self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
+        except storage_errors():
+            pass
 
     def stopped(self, overrides: Sequence[str]) -> bool:
         """Whether the job with ``overrides`` stopped beating: its trial went stale and was failed. The study is
