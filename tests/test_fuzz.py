@@ -180,3 +180,24 @@ def test_an_accepted_value_builds_and_trains_one_epoch(drawn, tmp_path_factory):
     event("trained")
     assert isinstance(objective, float) and (math.isfinite(objective) or math.isnan(objective))
 
+
+
+def test_null_for_any_setting_of_a_run_is_refused_in_one_line_or_trains_one_epoch(tmp_path):
+    """`KEY=null` for every key of every context, not a draw: null passes the type checks of Hydra's
+    structured configs, so only hreg's rules keep it from reaching a constructor (it once did for eps, lam,
+    momentum, weight_decay and every augmentation setting)."""
+    trained = 0
+    for context in ("default", "sgd", "adamw"):
+        for key in leaves(context):
+            if key.startswith(("search.", "hydra.")):
+                continue
+            cfg = with_override(context, key, "null")
+            if cfg is None or not refused_or_accepted(key, cfg):
+                continue
+            with open_dict(cfg):
+                cfg.epochs, cfg.data.train_fraction, cfg.monitor = 1, 0.01, None
+                del cfg.hydra
+            objective = run(cfg, tmp_path / f"{context}-{key}")
+            assert math.isfinite(objective), (context, key)
+            trained += 1
+    assert trained >= 3, "null where null means something (model.norm, monitor, early_stopping.patience) trains"
