@@ -32,7 +32,7 @@ STUDY = "dash"
 SEARCH = (
     "-m", "hydra/sweeper=optuna", f"hydra.sweeper.study_name={STUDY}", "hydra.sweeper.n_trials=4",
     "hydra.sweeper.sampler.seed=0", "epochs=2", "eval_every=1", "data.train_fraction=0.01", "monitor=none",
-    "search.stacked_pruner.min_resource=1", "search.stacked_pruner.min_trials=2",
+    "search.stacked_pruner.min_resource=1", "search.stacked_pruner.min_kept=1",
 )
 
 

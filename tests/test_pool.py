@@ -29,7 +29,7 @@ VALUES = [0.91, 0.95, 0.90, 0.97, 0.93, 0.96]
 
 
 def test_the_rung_pruner_judges_a_lockstep_stack_the_same_in_any_order():
-    pruner = RungPruner(min_resource=50, reduction_factor=3)
+    pruner = RungPruner(min_resource=50, reduction_factor=3, min_kept=1)
     orders = [list(range(6)), list(reversed(range(6))), [3, 0, 5, 1, 4, 2]]
     results = [judged(VALUES, order, pruner) for order in orders]
     assert results[0] == results[1] == results[2] == {0, 1, 2, 4}, "the best third (0.97 and 0.96) goes on"
@@ -40,7 +40,7 @@ def test_the_rung_pruner_judges_a_lockstep_stack_the_same_in_any_order():
 
 
 def test_the_rung_pruner_judges_at_its_rungs_and_compares_with_every_trial_there():
-    pruner = RungPruner(min_resource=10, reduction_factor=3, min_trials=2)
+    pruner = RungPruner(min_resource=10, reduction_factor=3, min_kept=1)
     assert [pruner.rungs(step) for step in (9, 10, 29, 30, 95)] == [[], [10], [10], [10, 30], [10, 30, 90]]
     study = optuna.create_study(direction="maximize", pruner=pruner)
     old = study.ask()
@@ -52,19 +52,21 @@ def test_the_rung_pruner_judges_at_its_rungs_and_compares_with_every_trial_there
     late.report(0.8, 10)
     assert late.should_prune(), "worse than the only other trial at epoch 10 (2 // 3 -> the best one goes on)"
     # A rung between two evaluations (25, with evaluations every 10 epochs) is judged at the next one (30).
-    unaligned = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=25, min_trials=1))
+    unaligned = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=25, min_kept=1))
     first, second = unaligned.ask(), unaligned.ask()
     first.report(0.9, 30)
     second.report(0.1, 20)
     assert not second.should_prune(), "epoch 20 is before the rung"
     second.report(0.2, 30)
     assert second.should_prune(), "its value at rung 25 is its report at 30"
-    with pytest.raises(ValueError):
-        RungPruner(reduction_factor=1)
+    for wrong in ({"reduction_factor": 1}, {"min_kept": 0}, {"min_resource": 2.5}):
+        with pytest.raises(ValueError):
+            RungPruner(**wrong)
 
 
-def test_the_rung_pruner_takes_a_promotion_back_when_later_trials_reach_the_rung_ahead():
-    study = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=10, reduction_factor=3))
+def test_the_rung_pruner_takes_a_promotion_back_at_the_last_rung_a_trial_passed_only():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=10, reduction_factor=3,
+                                                                        min_kept=1))
     early = [study.ask() for _ in range(3)]
     for trial, value in zip(early, (0.9, 0.8, 0.7)):
         trial.report(value, 10)
@@ -78,6 +80,29 @@ def test_the_rung_pruner_takes_a_promotion_back_when_later_trials_reach_the_rung
     assert [t.should_prune() for t in later] == [False, False, True], "of 6 at the rung, the best two go on"
     leader.report(0.96, 25)
     assert leader.should_prune(), "no longer among the best two at epoch 10: its slot goes to another trial"
+
+    # Past the next rung (30), a trial is judged there only: a slow start is not held against it later.
+    climber = later[1]
+    climber.report(0.985, 30)
+    assert not climber.should_prune(), "the first trial at epoch 30"
+    faster = [study.ask() for _ in range(3)]
+    for trial in faster:
+        trial.report(0.999, 10)
+    climber.report(0.99, 40)
+    assert not climber.should_prune(), "fifth of 9 at epoch 10, yet alone at epoch 30: it goes on"
+
+
+def test_the_rung_pruner_keeps_at_least_min_kept_trials_at_every_rung():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(min_resource=10, reduction_factor=3,
+                                                                        min_kept=4))
+    stack = [study.ask() for _ in range(6)]
+    values = (0.91, 0.95, 0.90, 0.97, 0.93, 0.96)
+    for trial, value in zip(stack, values):
+        trial.report(value, 10)
+    assert [t.should_prune() for t in stack] == [True, False, True, False, False, False], "4, not 6 // 3"
+    for trial, value in zip(stack, values):
+        trial.report(value, 30)
+    assert not any(t.should_prune() for t in stack[1::2]), "4 at epoch 30: all of them go on to the end"
 
 
 def test_a_stack_trains_the_same_whether_or_not_another_stack_joins_and_takes_turns(tmp_path):
@@ -112,7 +137,7 @@ def test_a_search_on_a_pool_keeps_its_slots_full_prunes_from_the_first_stack_and
             "hydra.sweeper.sampler.seed=0", "epochs=6", *FAST, "regularizer=none", "augment=none",
             "model/norm=none", "model.dropout=0.0", "optimizer.lr=choice(1e-2,1e-3,1e-7)",
             "search.stacked_pruner.min_resource=2", "search.stacked_pruner.reduction_factor=2",
-            "search.stacked_pruner.min_trials=3")
+            "search.stacked_pruner.min_kept=1")
     proc = run_train(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "multirun" / "optuna" / "pool"

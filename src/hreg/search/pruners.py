@@ -18,12 +18,16 @@ whatever their order, and later trials against everything seen at that rung.
 
 A trial cannot wait at a rung for the trials that will reach it later (a
 member trains on with its stack), so the first trials are promoted with few to
-compare: in a search, the early survivors of a few stacks would train to the
-last epoch unchallenged, and the tail of the search would be theirs. So the
-rule holds at every evaluation, not only when a rung is reached: a trial goes
-on only while it stays among the best at *every* rung it has passed, as later
-trials reach them (asynchronous successive halving, where a promotion can be
-taken back).
+compare. So a trial goes on only while it stays among the best at the *last*
+rung it passed, as later trials reach that rung (asynchronous successive
+halving, where a promotion can be taken back). Earlier rungs are settled: a
+trial that started slowly and caught up (elastic augmentation does) is not cut
+at epoch 500 for its first 25 epochs, measured against fast starters the
+sampler proposed since.
+
+At every rung at least ``min_kept`` trials go on (all of them while fewer
+reached it), so that a search ends with at least that many completed trials
+to choose its best from, not one or two.
 """
 
 from __future__ import annotations
@@ -37,24 +41,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 class RungPruner(BasePruner):
-    """Successive halving over every trial that reached a rung, running ones included, held at each evaluation.
+    """Successive halving over every trial that reached a rung, running ones included, held at each evaluation
+    at the last rung a trial passed.
 
     ``min_resource``: the first rung's epoch; ``reduction_factor``: rung k is at
     ``min_resource * reduction_factor ** k`` and keeps the best 1/reduction_factor
-    (at least one); ``min_trials``: a rung prunes only once this many trials have
-    reported there (the first trials at a rung go on).
+    (at least ``min_kept``); ``min_kept``: the fewest trials that go on at a rung
+    (all of them while fewer reached it).
     """
 
-    def __init__(self, min_resource: int = 25, reduction_factor: int = 3, min_trials: int = 3) -> None:
-        if not (isinstance(min_resource, int) and min_resource >= 1):
-            raise ValueError(f"min_resource must be an integer >= 1, not {min_resource!r}")
-        if not (isinstance(reduction_factor, int) and reduction_factor >= 2):
-            raise ValueError(f"reduction_factor must be an integer >= 2, not {reduction_factor!r}")
-        if not (isinstance(min_trials, int) and min_trials >= 1):
-            raise ValueError(f"min_trials must be an integer >= 1, not {min_trials!r}")
+    def __init__(self, min_resource: int = 25, reduction_factor: int = 3, min_kept: int = 4) -> None:
+        for name, value, least in (("min_resource", min_resource, 1), ("reduction_factor", reduction_factor, 2),
+                                   ("min_kept", min_kept, 1)):
+            if not (isinstance(value, int) and value >= least):
+                raise ValueError(f"{name} must be an integer >= {least}, not {value!r}")
         self.min_resource = min_resource
         self.reduction_factor = reduction_factor
-        self.min_trials = min_trials
+        self.min_kept = min_kept
 
     def rungs(self, step: int) -> list[int]:
         """The epochs of the rungs at or before ``step``."""
@@ -72,10 +75,10 @@ class RungPruner(BasePruner):
         return trial.intermediate_values[min(steps)] if steps else None
 
     def kept(self, value: float, values: list[float], maximize: bool) -> bool:
-        """Whether ``value`` is among the best 1/reduction_factor of ``values`` (always, with fewer than min_trials)."""
-        if len(values) < self.min_trials:
+        """Whether ``value`` is among the best 1/reduction_factor of ``values``, or among the best ``min_kept``."""
+        if len(values) <= self.min_kept:
             return True
-        best = sorted(values, reverse=maximize)[max(1, len(values) // self.reduction_factor) - 1]
+        best = sorted(values, reverse=maximize)[max(self.min_kept, len(values) // self.reduction_factor) - 1]
         return value >= best if maximize else value <= best
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
@@ -90,8 +93,6 @@ class RungPruner(BasePruner):
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         trials = study.get_trials(deepcopy=False, states=states)
         maximize = study.direction == StudyDirection.MAXIMIZE
-        for rung in rungs:
-            values = [v for t in trials if (v := self.value_at(t, rung)) is not None and not math.isnan(v)]
-            if not self.kept(self.value_at(trial, rung), values, maximize):
-                return True
-        return False
+        rung = rungs[-1]
+        values = [v for t in trials if (v := self.value_at(t, rung)) is not None and not math.isnan(v)]
+        return not self.kept(self.value_at(trial, rung), values, maximize)
