@@ -251,7 +251,7 @@ VARIANTS = {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"], "dropo
             "batchnorm": ["model/norm=batchnorm"], "layernorm": ["model/norm=layernorm"],
             "augment": ["augment=noise_affine"]}
 SEEDS = (0, 1, 2)
-EQUIVALENCE = ("epochs=40", "eval_every=40", "monitor=none", "checkpoint.every=0")
+EQUIVALENCE = ("epochs=25", "eval_every=25", "monitor=none", "checkpoint.every=0")
 
 
 @pytest.fixture(scope="module")
