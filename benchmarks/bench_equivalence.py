@@ -2,7 +2,7 @@
 
 Trains each variant of the test's ``VARIANTS`` (tests/test_stacked.py) with each seed, once by the
 native loop and once as members of a single stack holding all of them (as the test does), for the
-test's 40 epochs, and prints each variant's mean final validation accuracy in both engines.
+test's epochs (``EQUIVALENCE``), and prints each variant's mean final validation accuracy in both engines.
 
     .venv/bin/python benchmarks/bench_equivalence.py [--variants none,l1,...] [--seeds 0,1,2]
 """

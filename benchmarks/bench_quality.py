@@ -36,6 +36,8 @@ from optuna.trial import TrialState
 from hreg.search.study import EPOCHS_ATTR, FINAL_ATTR, database_url
 
 REPO = Path(__file__).resolve().parents[1]
+#: The issue's budget for the default search on this project's 2-core CPU.
+TARGET_MINUTES = 10
 
 
 def search(workdir: Path, overrides: list[str]) -> dict:
@@ -91,6 +93,7 @@ def draw(path: Path, outcomes: dict[str, dict], references: list[str]) -> None:
     for reference in references:
         minutes, val, test, label = reference.split(":", 3)
         ax.plot([float(minutes)], [float(val)], "s", color="tab:orange", label=f"{label}: {val} val, {test} test")
+    ax.axvline(TARGET_MINUTES, ls=":", color="gray", label=f"target: {TARGET_MINUTES} minutes")
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("best validation accuracy among completed trials")
     ax.set_title("python train.py -m hydra/sweeper=optuna")
