@@ -86,14 +86,17 @@ def draw(path: Path, outcomes: dict[str, dict], references: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    blues = iter(plt.get_cmap("Blues")([0.9, 0.7, 0.5, 0.35, 0.25]))
     for name, outcome in outcomes.items():
         minutes, best = curve(outcome)
-        ax.step(minutes, best, where="post", color="tab:orange" if name.startswith("basic") else "tab:blue",
-                alpha=0.8, label=f"{name}: {selected(outcome)[1]:.4f} val, {selected(outcome)[2]:.4f} test")
+        color = "tab:orange" if name.startswith("basic") else next(blues, "tab:blue")
+        ax.step(minutes, best, where="post", marker=".", color=color,
+                label=f"{name}: {selected(outcome)[1]:.4f} val, {selected(outcome)[2]:.4f} test")
     for reference in references:
         minutes, val, test, label = reference.split(":", 3)
         ax.plot([float(minutes)], [float(val)], "s", color="tab:orange", label=f"{label}: {val} val, {test} test")
     ax.axvline(TARGET_MINUTES, ls=":", color="gray", label=f"target: {TARGET_MINUTES} minutes")
+    ax.set_xlim(left=0)
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("best validation accuracy among completed trials")
     ax.set_title("python train.py -m hydra/sweeper=optuna")
