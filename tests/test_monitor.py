@@ -35,6 +35,8 @@ def test_snapshot_epochs_are_at_most_n_evaluation_epochs_with_first_and_last():
         assert len(chosen) <= count and epochs in chosen and (count == 1 or 1 in chosen)
         assert all(e == 1 or e == epochs or e % every == 0 for e in chosen)
     assert len(snapshot_epochs(1000, 20, 10)) == 20
+    # A huge count (a user's monitor.histograms=10**12) is every evaluation, at once: once it took O(count).
+    assert snapshot_epochs(1000, 10**12, 10) == snapshot_epochs(1000, 101, 10) == {1, *range(10, 1001, 10)}
 
 
 def test_scalars_at_every_evaluation(runs):

@@ -60,6 +60,7 @@ def snapshot_epochs(epochs: int, count: int, eval_every: int = 1) -> set[int]:
     snapshot's histograms sit at the steps of the scalars, and an engine may measure its entropies in
     the evaluation's own pass (the stacked engine does)."""
     evaluated = [e for e in range(1, epochs + 1) if is_eval_epoch(e, epochs, eval_every)]
+    count = min(count, len(evaluated))  # monitor.histograms=10**9: every evaluation, in as many steps
     if count <= 1:
         return {epochs}
     return {evaluated[round(i * (len(evaluated) - 1) / (count - 1))] for i in range(count)}
