@@ -91,14 +91,14 @@ class Lifecycle:
         self.sync_model = sync_model
         self.elapsed_before = ctx.result.wall_time_s  # a resumed run's earlier processes
         self.started = time.perf_counter()
-        self.result: Ending | None = None
+        self.ending: Ending | None = None
 
     def wall_time(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
     @property
     def over(self) -> bool:
-        return self.result is not None
+        return self.ending is not None
 
     # --- the steps --------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class Lifecycle:
         raised (a pending ``best.pt`` must reach the disk whatever the TensorBoard
         writer did); an error among them is raised once all have run.
         """
-        end = self.result = ending(failure)
+        end = self.ending = ending(failure)
         ctx, result = self.ctx, self.ctx.result
         if self.sync_model is not None and end.status not in (Status.FAILED, Status.ABORTED):
             self.sync_model()  # stopped at an epoch boundary: the model of that epoch

@@ -111,9 +111,6 @@ class RunResult:
     entropy_mean: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._encoded: list[tuple[Metrics, str]] = []  # ``to_json``'s texts of the history's settled entries
-
     # --- writing ---------------------------------------------------------------------------
 
     def record(self, metrics: Metrics) -> bool:
@@ -213,30 +210,12 @@ class RunResult:
             raise ResultError(f"{source}: not a run record ({'; '.join(problems)})")
 
     def to_json(self) -> str:
-        """result.json's text, exactly ``_indented(self.to_dict())``, each evaluation encoded once.
+        """result.json's text: the record's JSON object indented by 2, NaN allowed (a diverged run's metrics).
 
-        json's indented encoder is pure Python, and a run saves its record at every evaluation with
-        the whole history in it: re-encoding it would be most of a save's time late in a run,
-        for every member of a stack (``benchmarks/bench_bookkeeping.py``). The newest evaluation is encoded at each save; an older one
-        once, at the first save after the next evaluation is recorded (its hooks have run by then),
-        and its text kept. So an evaluation must not change once the next one is recorded (nothing
-        changes it; a replaced or shortened history is noticed and encoded anew).
+        Encoded whole at every save: a default run's 101 saves take about a tenth of a second in all
+        (``benchmarks/bench_bookkeeping.py``), too little to be worth a cache of encoded text.
         """
-        history = self.history
-        kept = self._encoded
-        if len(kept) >= len(history) or any(entry is not settled for (settled, _), entry in zip(kept, history)):
-            kept.clear()  # the history was replaced (a resumed record) or shortened
-        for entry in history[len(kept) : -1]:
-            kept.append((entry, _encode_entry(entry)))
-        entries = [text for _, text in kept] + [_encode_entry(entry) for entry in history[len(kept) :]]
-        data = self.to_dict()
-        data["history"] = _HISTORY_MARK
-        text, mark = _indented(data), json.dumps(_HISTORY_MARK)
-        if text.count(mark) != 1:  # the mark is in the config too: no shortcut
-            data["history"] = history
-            return _indented(data)
-        listed = "[\n" + ",\n".join(entries) + "\n  ]" if entries else "[]"
-        return text.replace(mark, listed)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=True)
 
     def save(self, run_dir: Path) -> None:
         """Write ``RUN_DIR/result.json`` atomically: a reader never sees half a file, a crash never leaves one."""
@@ -255,16 +234,3 @@ class RunResult:
 
 
 _FIELDS = {f.name for f in fields(RunResult)}
-
-#: Where ``to_json`` puts the history's text (a string no config holds in practice; checked).
-_HISTORY_MARK = "\0history\0"
-
-
-def _indented(value: Any) -> str:
-    """``value`` as result.json writes it: JSON indented by 2, NaN allowed (a diverged run's metrics)."""
-    return json.dumps(value, indent=2, allow_nan=True)
-
-
-def _encode_entry(metrics: Metrics) -> str:
-    """One evaluation as ``_indented`` writes it as an item of the record's history."""
-    return "    " + _indented(metrics).replace("\n", "\n    ")
