@@ -1,7 +1,7 @@
 """Hydra's own launcher test suites (``hydra.test_utils.launcher_common_tests``) on ``hydra/launcher=stacked``,
 as Hydra's launcher plugins run them: the suites' applications are not hreg runs, so the launcher runs
 each of their jobs through Hydra's ``run_job``, as the basic launcher does. What is particular to hreg's
-runs on stacks (directories, files, callbacks, returns) is in test_stacked.py and test_pool.py.
+runs on stacks (directories, files, callbacks, returns) is in test_stacked.py, test_stacked_job.py and test_pool.py.
 """
 
 from __future__ import annotations

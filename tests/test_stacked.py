@@ -32,7 +32,8 @@ from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
 from hreg.engines.stacked.stack import Member, Stack, fit_stack
 from hreg.engines.stacked.grouping import plan_stacks, stack_key
-from hreg.engines.stacked.launcher import ComposedOnce, default_max_members
+from hreg.engines.stacked.grouping import default_max_members
+from hreg.engines.stacked.job import ComposedOnce
 from hreg.engines.stacked.model import ReluDropout, StackedMLP
 from hreg.engines.stacked.optim import StackedOptimizer
 from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train

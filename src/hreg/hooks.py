@@ -41,7 +41,7 @@ class EpochStats:
         return [cls(data, penalty) for data, penalty in means]
 
 
-@dataclass
+@dataclass(eq=False)  # a run is equal only to itself (and hashed so)
 class RunContext:
     """One run's built parts, its record, and where it writes."""
 

@@ -1,4 +1,4 @@
-"""Which jobs can train together as one stack.
+"""Which jobs can train together as one stack, and how many members a stack may hold.
 
 Jobs stack when they share what gives every member the same shapes and the
 same schedule: the model's layer sizes, the optimizer class, the batch size,
@@ -21,10 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hreg.engines import engine_name
 from hreg.engines.stacked.optim import stackable
+
+#: Memory a member of a stack takes beyond the data (weights, optimizer state, activations of a
+#: training batch and of an evaluation chunk, its own copy of the model), measured with margin
+#: (``benchmarks/bench_stacked.py``).
+MEMORY_PER_MEMBER = 48 * 2**20
+#: Memory of one split of MNIST on the device (train, validation and test images as float32).
+MEMORY_PER_SPLIT = 230 * 2**20
+#: On a CPU, bigger stacks than this train no faster per member (``benchmarks/bench_stacked.py``).
+CPU_MEMBERS = 12
 
 MODEL = "hreg.model.MLP"
 PENALTY = "hreg.regularizer.WeightPenalty"
@@ -74,3 +84,22 @@ def plan_stacks(keys: Sequence[Hashable | None], max_members: int) -> list[list[
             groups.setdefault(key, []).append(index)
     stacks = [members[i : i + max_members] for members in groups.values() for i in range(0, len(members), max_members)]
     return sorted(stacks + alone, key=lambda members: members[0])
+
+
+def default_max_members(device: torch.device, splits_per_member: float) -> int:
+    """As many members as fit in half of the free memory of ``device`` (on a CPU, at most CPU_MEMBERS),
+    each counting MEMORY_PER_MEMBER and its share of the data splits: ``splits_per_member`` is the
+    batch's distinct splits over its jobs (1 in a sweep over seeds, where each seed has its own split)."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    fit = max(1, int(0.5 * free // (MEMORY_PER_MEMBER + splits_per_member * MEMORY_PER_SPLIT)))
+    return fit if device.type == "cuda" else min(fit, CPU_MEMBERS)
+
+
+def data_key(cfg: DictConfig) -> str:
+    """What decides a job's splits: its data config, resolved (``data.seed`` is ``${seed}`` by default)."""
+    return OmegaConf.to_yaml(cfg.data, resolve=True)

@@ -58,7 +58,7 @@ log = logging.getLogger("hreg")
 STACK_EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
 
 
-@dataclass
+@dataclass(eq=False)
 class MemberContext(RunContext):
     """A member's RunContext: its snapshot measurements come from the stack, which takes them for every
     member at once (its own ``model`` is a copy, refreshed when a hook reads it)."""
@@ -72,9 +72,11 @@ class MemberContext(RunContext):
         return self.stack.probe(self).entropy
 
 
-@dataclass
+@dataclass(eq=False)
 class Member:
     """One run of a stack: its context and hooks, and its own log lines (in its own train.log).
+
+    Members are equal only to themselves, and hashed so (keys of the pool's and the stack's tables).
 
     A member resumed from its checkpoint (``ctx`` restored from it) starts at
     ``first_epoch``, with the stack's random state of that checkpoint
@@ -142,17 +144,17 @@ class Stack:
         first = self.splits[0]
         index = torch.from_numpy(np.concatenate([first.train_index, first.val_index])).to(self.device)
         x, y = torch.cat([first.train.x, first.val.x]), torch.cat([first.train.y, first.val.y])
-        self.pool = Split(torch.empty_like(x).index_copy_(0, index, x), torch.empty_like(y).index_copy_(0, index, y))
-        self.masks = [torch.zeros(len(self.splits), len(self.pool), device=self.device) for _ in range(2)]
+        self.images = Split(torch.empty_like(x).index_copy_(0, index, x), torch.empty_like(y).index_copy_(0, index, y))
+        self.masks = [torch.zeros(len(self.splits), len(self.images), device=self.device) for _ in range(2)]
         for i, split in enumerate(self.splits):
             for masks, index in zip(self.masks, (split.train_index, split.val_index)):
                 masks[i, torch.from_numpy(index).to(self.device)] = 1
-        # Each split's probe set (``metrics.probe_set``: its first validation images) as rows of the pool.
+        # Each split's probe set (``metrics.probe_set``: its first validation images) as rows of ``images``.
         self.probe_rows = (torch.stack([torch.from_numpy(s.val_index[:PROBE_SIZE]) for s in self.splits]).to(self.device)
                            if len(first.val) else None)
 
-        self._probes: dict[int, Probe] | None = None  # this epoch's snapshot measurements, by id(member ctx)
-        self._pool_entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, pool), if any
+        self._probes: dict[RunContext, Probe] | None = None  # this epoch's snapshot measurements, by member context
+        self._entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, images), if any
         for position, member in enumerate(self.members):
             member.ctx = MemberContext(**{f.name: getattr(member.ctx, f.name) for f in fields(RunContext)}, stack=self)
             member.run = Lifecycle(member.ctx, member.hooks, member.first_epoch,
@@ -199,7 +201,7 @@ class Stack:
 
     def train_epoch(self) -> list[EpochStats]:
         """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
-        self._probes = self._pool_entropy = None
+        self._probes = self._entropy = None
         rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
         batches = len(batch_bounds(self.train_size, self.batch_size))
         if not self.graphed:
@@ -279,12 +281,12 @@ class Stack:
         partition of them) and the test set in another: two passes whatever the number of splits, each
         as wide as the stack. A member's means over its own splits are sums under its masks."""
         table = torch.empty(len(self), len(SPLITS), 2, device=self.device)
-        pool = self._per_image(self.pool)
+        per_image = self._per_image(self.images)
         for j, masks in enumerate(self.masks):
-            mask = masks[self.split_of]  # (K, pool): 1 on the member's images of this split
-            table[:, j] = (pool[:2] * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
+            mask = masks[self.split_of]  # (K, images): 1 on the member's images of this split
+            table[:, j] = (per_image[:2] * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
         table[:, 2] = self._per_image(self.splits[0].test)[:2].mean(dim=2).T
-        self._pool_entropy = pool[2]  # a snapshot at this epoch takes its entropies from here
+        self._entropy = per_image[2]  # a snapshot at this epoch takes its entropies from here
         return [
             {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
             for member in table.tolist()
@@ -295,8 +297,8 @@ class Stack:
     def probe(self, ctx: MemberContext) -> Probe:
         """A member's snapshot measurements (``RunContext.probe``), taken for every member at once."""
         if self._probes is None:
-            self._probes = {id(m.ctx): p for m, p in zip(self.members, self._probe_all())}
-        return self._probes[id(ctx)]
+            self._probes = {m.ctx: p for m, p in zip(self.members, self._probe_all())}
+        return self._probes[ctx]
 
     def _probe_all(self) -> list[Probe]:
         """Every member's input gradients and entropy, as ``metrics.probe`` measures one model's.
@@ -319,8 +321,8 @@ class Stack:
         with torch.no_grad():
             for buffer, value in zip(self.model.buffers(), saved):
                 buffer.copy_(value)
-        if self._pool_entropy is not None and self.probe_rows is not None:  # evaluated this epoch: no pass of its own
-            entropy = self._pool_entropy.gather(1, self.probe_rows[self.split_of])
+        if self._entropy is not None and self.probe_rows is not None:  # evaluated this epoch: no pass of its own
+            entropy = self._entropy.gather(1, self.probe_rows[self.split_of])
         else:
             entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
             with torch.no_grad():
@@ -348,8 +350,8 @@ class Stack:
             self.augment = self.augment.keep(positions)
         self.lam = {kind: [lams[p] for p in positions] for kind, lams in self.lam.items()}
         self.split_of = self.split_of[index]
-        if self._pool_entropy is not None:
-            self._pool_entropy = self._pool_entropy[index]
+        if self._entropy is not None:
+            self._entropy = self._entropy[index]
         self._penalties()
         self.graph = None  # it holds the old tensors: captured again at the next epoch
 
@@ -388,7 +390,7 @@ class StackRun:
                 self.random_state = self._get_random_state()
         else:
             torch.manual_seed(seed)
-        self.stopped: dict[int, BaseException] = {}  # the members that end at this step, by id, and why
+        self.stopped: dict[Member, BaseException] = {}  # the members that end at this step, and why
         for member in self.stack.members:
             self._step(member, member.run.begin)
         self.ended = self._drop_stopped()
@@ -418,9 +420,9 @@ class StackRun:
         try:
             action()
         except StopRun as stop:
-            self.stopped[id(member)] = stop
+            self.stopped[member] = stop
         except Exception as failure:
-            member.failure = self.stopped[id(member)] = failure
+            member.failure = self.stopped[member] = failure
             log.error("%s failed: %r", member.name, failure)
 
     def _finish(self, member: Member, failure: BaseException | None) -> None:
@@ -435,11 +437,11 @@ class StackRun:
             log.info("%s: %s at epoch %d: %s", member.name, end.status, member.ctx.result.epochs_completed, end.error)
 
     def _drop_stopped(self) -> list[Member]:
-        ended = [m for m in self.stack.members if id(m) in self.stopped]
+        ended = [m for m in self.stack.members if m in self.stopped]
         for member in ended:
-            self._finish(member, self.stopped[id(member)])
+            self._finish(member, self.stopped[member])
         if ended:
-            self.stack.keep([p for p, m in enumerate(self.stack.members) if id(m) not in self.stopped])
+            self.stack.keep([p for p, m in enumerate(self.stack.members) if m not in self.stopped])
         self.stopped.clear()
         return ended
 
@@ -466,10 +468,10 @@ class StackRun:
         for position, member in enumerate(stack.members):  # every member reports ...
             self._step(member, functools.partial(member.run.end_epoch, epoch, stats[position], metrics[position]))
         for member in stack.members:  # ... before any is judged
-            if id(member) not in self.stopped:
+            if member not in self.stopped:
                 self._step(member, functools.partial(member.run.judge, epoch))
         for member in stack.members:
-            if id(member) not in self.stopped:
+            if member not in self.stopped:
                 member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
         ended = self._drop_stopped()
         if epoch == cfg.epochs:
