@@ -212,8 +212,8 @@ class RunResult:
     def to_json(self) -> str:
         """result.json's text: the record's JSON object indented by 2, NaN allowed (a diverged run's metrics).
 
-        Encoded whole at every save: a default run's 101 saves take about a tenth of a second in all
-        (``benchmarks/bench_bookkeeping.py``), too little to be worth a cache of encoded text.
+        Encoded whole at every save: little beside a run's training (``benchmarks/bench_bookkeeping.py``
+        measures it), so no cache of encoded text.
         """
         return json.dumps(self.to_dict(), indent=2, allow_nan=True)
 

@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from itertools import zip_longest
 
 from hydra.core.utils import JobReturn, env_override
 from hydra.types import HydraContext, TaskFunction
@@ -106,11 +107,6 @@ class StackedLaunch:
         members: list[Member] = []
         shared: dict[str, Splits] = {}
         failure: Exception | None = None
-
-        def opened() -> Iterator[tuple[Job, Member | None]]:
-            """Each job with its member (None for a job not opened when the stack stopped)."""
-            return zip(jobs, [*members, *[None] * (len(jobs) - len(members))])
-
         try:
             with exit_on_error("hreg"):
                 for job in jobs:
@@ -126,10 +122,10 @@ class StackedLaunch:
             failure = error
             log.error("stack of %d failed: %r", len(jobs), error)
         except BaseException:  # an exit (a mistake, a signal): the jobs' files closed, their directories let go
-            for job, member in opened():
+            for job, member in zip_longest(jobs, members):  # member None: not opened when the stack stopped
                 self.jobs.release(job, member)
             raise
-        return {job.index: self.jobs.close(job, member, failure) for job, member in opened()}
+        return {job.index: self.jobs.close(job, member, failure) for job, member in zip_longest(jobs, members)}
 
     def pool(self, ask: Callable[[], Asked | str | None], tell: Callable[[Hashable, JobReturn], None],
              initial_job_idx: int) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
+from itertools import zip_longest
 
 from hydra.core.utils import JobReturn, env_override
 
@@ -137,8 +138,7 @@ class Pool:
                 self.members[member] = (key, job)
         except Exception as error:  # not a user's mistake: these jobs fail, the sweep goes on
             log.error("a stack of %d could not start: %r", len(group), error)
-            for i, (key, job) in enumerate(group):
-                member = members[i] if i < len(members) else None
+            for (key, job), member in zip_longest(group, members):  # member None: not opened
                 if member is not None:
                     del self.members[member]
                 self.tell(key, self.jobs.close(job, member, error))
