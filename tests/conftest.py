@@ -78,15 +78,17 @@ def events(run_dir: Path) -> EventAccumulator:
     return acc
 
 
-def wait_for(condition, what: str, timeout: float = 240):
-    """``condition()``'s first true value, polled; an AssertionError naming ``what`` after ``timeout`` s."""
+def wait_for(condition, what: str, timeout: float = 240, log: Path | None = None):
+    """``condition()``'s first true value, polled; an AssertionError naming ``what`` after ``timeout`` s, with the
+    tail of ``log`` (the process waited on) when there is one: a timeout in CI says why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def one_error_line(proc: subprocess.CompletedProcess, prog: str = "hreg") -> str:

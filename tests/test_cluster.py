@@ -95,9 +95,14 @@ def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def reporting(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    """The running trials whose job has claimed them and reported an evaluation (none before the study exists)."""
+    """The running trials whose job has claimed them and reported an evaluation (none before the study exists).
+
+    The run directory is asked for too: Optuna reads a trial's attributes and its reports in separate queries,
+    so a read can see the first report of a job that had not yet recorded its directory when attributes were read.
+    """
     try:
-        return [t for t in trials(url, study) if t.state == TrialState.RUNNING and t.intermediate_values]
+        return [t for t in trials(url, study)
+                if t.state == TrialState.RUNNING and t.intermediate_values and RUN_DIR_ATTR in t.system_attrs]
     except KeyError:
         return []
 
@@ -182,7 +187,7 @@ def test_a_postgresql_sweep_with_two_submitit_workers_prunes_and_samples_depende
 def test_a_killed_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path, database):
     sweeper = start_sweep(tmp_path, database, "w", *slow(20), "hydra.sweeper.n_trials=3")  # killed at epoch 1
     try:
-        victim = wait_for(lambda: reporting(database, "w"), "a trial that reports")[0]
+        victim = wait_for(lambda: reporting(database, "w"), "a trial that reports", log=tmp_path / "sweeper-w.log")[0]
         worker_of(tmp_path / victim.system_attrs[RUN_DIR_ATTR]).kill()
         finished(sweeper, tmp_path, "w")
     finally:

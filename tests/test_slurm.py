@@ -88,7 +88,7 @@ def test_a_search_of_four_trials_where_a_cancelled_job_fails_alone_and_the_same_
         victim_dir = tmp_path / victim.system_attrs[RUN_DIR_ATTR]
         cancelled = job_id(victim_dir)
         cluster.run("scancel", cancelled)
-        assert sweeper.wait(timeout=300) == 0, (tmp_path / "sweeper.log").read_text()[-3000:]
+        assert sweeper.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
         sweeper.kill()
     done = trials(database, "c")
@@ -116,19 +116,22 @@ def test_a_warned_job_checkpoints_is_requeued_and_resumes_its_trial_where_it_sto
     epochs, beat = 20, 2
     args = search(tmp_path, database, "r", *slow(epochs), "optimizer.lr=1e-3", "hydra.sweeper.n_trials=1",
                   f"search.heartbeat_s={beat}")
-    with open(tmp_path / "sweeper.log", "w") as out:
+    log = tmp_path / "sweeper.log"
+    with open(log, "w") as out:
         sweeper = start_train(*args, cwd=tmp_path, output=out)
     try:
-        trial = wait_for(lambda: [t for t in reporting(database, "r") if len(t.intermediate_values) >= 3], "3 reports")[0]
+        trial = wait_for(lambda: [t for t in reporting(database, "r") if len(t.intermediate_values) >= 3], "3 reports",
+                         log=log)[0]
         run_dir = tmp_path / trial.system_attrs[RUN_DIR_ATTR]
         job = job_id(run_dir)
         cluster.run("scancel", "--signal=USR2", job)  # what --signal=USR2@N sends before a time limit or preemption
-        wait_for(lambda: read_result(run_dir)["status"] == "interrupted", "the run to stop after its epoch")
+        wait_for(lambda: read_result(run_dir)["status"] == "interrupted", "the run to stop after its epoch", log=log)
         stopped_at = read_result(run_dir)["epochs_completed"]
-        wait_for(lambda: cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() == "PENDING", "requeued")
+        wait_for(lambda: cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() == "PENDING", "requeued",
+                 log=log)
         time.sleep(4 * beat)  # past the heartbeat's grace period: no process beats, yet the trial waits in the queue
         cluster.release_requeued()
-        assert sweeper.wait(timeout=300) == 0, (tmp_path / "sweeper.log").read_text()[-3000:]
+        assert sweeper.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
         sweeper.kill()
     (only,) = trials(database, "r")

@@ -66,6 +66,9 @@ REQUEUES = 3
 POLL_S = 1.0
 #: Seconds between two questions to SLURM's controller about a batch's jobs (``squeue``).
 QUEUE_S = 10.0
+#: Seconds the sweeper goes on beating for a job SLURM has just started, until its process beats itself
+#: (Python, torch and Hydra start, then the run connects to its trial; on a loaded node that takes a while).
+STARTUP_S = 120.0
 
 
 class WorkerLost(RuntimeError):
@@ -192,20 +195,25 @@ def collect(jobs: Sequence[Any], job_overrides: list[list[str]], heartbeats: Hea
 
     A job SLURM still holds has not ended, whatever its accounting says: a requeued job's first attempt can
     show there as ended (``FAILED``) before the controller queues it again. While it waits in the queue no
-    process of its own beats, so the sweeper beats for its trial."""
+    process of its own beats, so the sweeper beats for its trial, and goes on for ``STARTUP_S`` after the job
+    starts: its process beats only once it has started and connected."""
     returns: dict[int, JobReturn] = {}
     every = QUEUE_S if heartbeats is None else min(QUEUE_S, heartbeats.heartbeat_s)  # a queued job beats in time
     held, asked = {}, -every
+    queued: dict[int, float] = {}  # when each job was last seen waiting in the queue
     while len(returns) < len(jobs):
-        if time.monotonic() - asked >= every:
-            held, asked = _held(jobs), time.monotonic()
+        now = time.monotonic()
+        if now - asked >= every:
+            held, asked = _held(jobs), now
         for i, job in enumerate(jobs):
             if i in returns:
                 continue
             state = held.get(job.job_id)
+            if state is not None and state not in ("RUNNING", "COMPLETING"):
+                queued[i] = now
             if job.done() and (state is None or job.paths.result_pickle.exists()):
                 returns[i] = _result(job)
-            elif state is not None and state not in ("RUNNING", "COMPLETING"):
+            elif i in queued and now - queued[i] < STARTUP_S:
                 if heartbeats is not None:
                     heartbeats.beat(job_overrides[i])
             elif heartbeats is not None and heartbeats.stopped(job_overrides[i]):
