@@ -8,6 +8,7 @@ import json
 import signal
 import statistics
 import time
+import weakref
 from pathlib import Path
 from unittest import mock
 
@@ -30,7 +31,7 @@ from hreg.metrics import evaluate_all, prediction_entropy, probe, probe_set, wei
 from hreg.model import MLP
 from hreg.run import train
 from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
-from hreg.engines.stacked.stack import Member, Stack, fit_stack
+from hreg.engines.stacked.stack import Member, Stack, StackRun, fit_stack
 from hreg.engines.stacked.grouping import plan_stacks, stack_key
 from hreg.engines.stacked.grouping import default_max_members
 from hreg.engines.stacked.job import ComposedOnce
@@ -174,7 +175,7 @@ def test_the_stacks_penalty_is_each_members_own_with_its_gradient(tmp_path):
     assert [m.name for m in stack.members] == ["0", "2", "1", "3"]  # dropout last, then by penalty: rows in spans
     for p in stack.model.parameters():  # as after a backward pass: the penalty's gradient is added to these
         p.grad = torch.zeros_like(p)
-    total = stack.penalty()
+    total = stack.trainer.penalty()
     for k, member in enumerate(stack.members):
         model = member.ctx.model
         model.zero_grad()
@@ -212,7 +213,7 @@ def test_a_member_trained_in_the_native_loops_batch_order_reaches_the_native_loo
         train_epoch(native.model, native.data.train, 300, native.optimizer, native.penalty)
         torch.manual_seed(epoch)
         order = torch.randperm(3000)  # the native loop's order, given to the stack
-        stack.batch_order = lambda order=order: order.unsqueeze(0)
+        stack.trainer.batch_order = lambda order=order: order.unsqueeze(0)
         stack.train_epoch()
     expected, got = evaluate_all(native.model, native.data), stack.evaluate()[0]
     assert expected["val_acc"] > 0.85
@@ -245,6 +246,25 @@ def test_a_stack_probes_each_member_as_the_native_monitor_probes_its_model(tmp_p
             assert torch.allclose(got.input_grads[name], grad, rtol=1e-4, atol=1e-6 * grad.abs().max()), name
         assert torch.allclose(got.entropy, expected.entropy, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(before, state(), strict=True))
+
+def test_a_stack_that_has_ended_is_freed_at_once(tmp_path):
+    """Its members call back into it (snapshots, model refreshes) through weak references: no cycle keeps
+    its tensors alive until a garbage collection, and none is broken by hand."""
+    members = [Member(str(i), build_context(compose_config("monitor=none", "epochs=2", f"seed={i}", *FAST),
+                                            tmp_path / str(i)), []) for i in range(2)]
+    run = StackRun(members, seed=0)
+    while not run.done:
+        run.step()
+    run.close()
+    assert all(m.ctx.result.epochs_completed == 2 for m in members)
+    stack = weakref.ref(run.stack)
+    gc.disable()
+    try:
+        del run
+        assert stack() is None
+    finally:
+        gc.enable()
+
 
 # --- equivalence on real MNIST, as a study would see it ------------------------------------------------------
 

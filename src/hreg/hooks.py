@@ -9,6 +9,7 @@ record with ``ctx.result.set_extra``, and stop the run by raising a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,14 +59,20 @@ class RunContext:
     #: The job's Hydra config (the ``hydra`` node, as ``HydraConfig.get()`` gives it), for the hooks that
     #: talk to a sweeper; None outside Hydra (``hreg-resume``, tests).
     hydra: DictConfig | None = None
+    #: Where the snapshot measurements come from when the engine holds the weights elsewhere (the stacked
+    #: engine measures all its members at once); None: from ``model``.
+    prober: Callable[[], Probe] | None = None
 
     def probe(self) -> Probe:
-        """The model's input gradients and prediction entropy, for a snapshot (an engine that holds the
-        weights elsewhere measures them its own way: the stacked engine's member context)."""
+        """The model's input gradients and prediction entropy, for a snapshot."""
+        if self.prober is not None:
+            return self.prober()
         return probe(self.model, self.data, self.cfg.data.batch_size)
 
     def entropy(self) -> torch.Tensor:
         """The model's prediction entropy on the probe set."""
+        if self.prober is not None:
+            return self.prober().entropy
         return prediction_entropy(self.model, probe_set(self.data).x)
 
 

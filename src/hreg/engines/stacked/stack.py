@@ -31,45 +31,25 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from hreg.augment import AugmentSettings, BatchAugment
-from hreg.data import Split, Splits
-from hreg.engines.graph import EpochGraph, graph_wanted
-from hreg.engines.stacked.model import Norm, StackedMLP, norm_of, span
-from hreg.engines.stacked.optim import StackedOptimizer
+from hreg.engines.stacked.evaluator import Evaluator
+from hreg.engines.stacked.layout import Layout
+from hreg.engines.stacked.model import Norm, StackedMLP, norm_of
+from hreg.engines.stacked.trainer import Trainer, penalty_kind
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.lifecycle import Lifecycle
-from hreg.metrics import PROBE_SIZE, SPLITS, Probe, eval_chunk, log_probs_entropy, logits_entropy, probe_set
+from hreg.metrics import Probe
 from hreg.progress import Progress
-from hreg.schedule import batch_bounds, is_eval_epoch
+from hreg.schedule import is_eval_epoch
 from hreg.stops import StopRun, deferred_signals
 
 log = logging.getLogger("hreg")
-
-#: Images per evaluation pass of a stack (``metrics.EVAL_CHUNK`` is one model's). On a CPU, small
-#: enough that every member's activations stay in the caches; on a GPU, large enough that a pass is a
-#: few big kernels.
-STACK_EVAL_CHUNK = {"cpu": 2048, "cuda": 32768}
-
-
-@dataclass(eq=False)
-class MemberContext(RunContext):
-    """A member's RunContext: its snapshot measurements come from the stack, which takes them for every
-    member at once (its own ``model`` is a copy, refreshed when a hook reads it)."""
-
-    stack: Stack | None = None
-
-    def probe(self) -> Probe:
-        return self.stack.probe(self)
-
-    def entropy(self) -> torch.Tensor:
-        return self.stack.probe(self).entropy
 
 
 @dataclass(eq=False)
@@ -100,260 +80,70 @@ class Member:
 _PENALTY_ORDER = {"none": 0, "l1": 1, "l2": 2}
 
 
-def _penalty_kind(ctx: RunContext) -> str:
-    return ctx.penalty.kind if ctx.penalty.active else "none"
-
-
 def _stack_order(member: Member) -> tuple[Norm, bool, int]:
     """Members by normalisation (each one's rows a block: one call of its kernel), then with dropout
     last, and within each part by penalty: each feature's rows are one slice, or few."""
-    return norm_of(member.ctx.model), member.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[_penalty_kind(member.ctx)]
+    return norm_of(member.ctx.model), member.ctx.cfg.model.dropout > 0, _PENALTY_ORDER[penalty_kind(member.ctx)]
+
+
+def _weakly(method: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """``method(*args)``, its object held weakly: a member calls back into its stack without keeping it
+    alive (the stack holds its members; a strong reference back would be a cycle)."""
+    ref = weakref.WeakMethod(method)
+    return lambda: ref()(*args)
 
 
 class Stack:
-    """The members still training, as stacked tensors; positions in the stack follow ``self.members``."""
+    """The members still training, their weights stacked in one model; positions in the stack follow
+    ``self.members``. Its ``layout`` holds the members' data, its ``trainer`` trains them an epoch at a
+    time, its ``evaluator`` measures them; each member's ``Lifecycle`` keeps its record."""
 
     def __init__(self, members: Sequence[Member]) -> None:
         self.members = sorted(members, key=_stack_order)  # a feature's work is on one slice of rows (``span``)
         ctxs = [m.ctx for m in self.members]
-        cfg = ctxs[0].cfg
         self.device = ctxs[0].device
-        self.batch_size = cfg.data.batch_size
         self.model = StackedMLP([c.model for c in ctxs], [c.cfg.model.dropout for c in ctxs])
-        self.optimizer = StackedOptimizer([c.cfg.optimizer for c in ctxs], self.model.parameters())
-        settings = [AugmentSettings(**{k: v for k, v in c.cfg.augment.items() if not k.startswith("_")}) for c in ctxs]
-        self.augment = BatchAugment(settings) if any(s.active for s in settings) else None
-        self.lam = {kind: [c.penalty.lam if _penalty_kind(c) == kind else 0.0 for c in ctxs] for kind in ("l1", "l2")}
-        self._penalties()
-        self.graphed = graph_wanted(cfg.train.cuda_graph, self.device, None, log)
-        self.graph: EpochGraph | None = None  # captured at the first epoch, again after members leave
-        # The distinct splits (one per data.seed), their training images side by side for gathering batches.
-        self.splits: list[Splits] = []
-        for ctx in ctxs:
-            if not any(ctx.data is s for s in self.splits):
-                self.splits.append(ctx.data)
-        self.split_of = torch.tensor([next(i for i, s in enumerate(self.splits) if c.data is s) for c in ctxs],
-                                     device=self.device)
-        # Training images of every split, one row each: a member's batch is rows split * n + its indices.
-        self.train_x = torch.cat([s.train.x.flatten(1) for s in self.splits])
-        self.train_y = torch.cat([s.train.y for s in self.splits])
-        self.train_size = len(self.splits[0].train)
-        self.image_shape = tuple(self.splits[0].train.x.shape[1:])
-        # MNIST's training images in their own order (every split partitions them), and for each split
-        # the masks (splits, images) of its train and val parts: what ``evaluate`` sums over.
-        first = self.splits[0]
-        index = torch.from_numpy(np.concatenate([first.train_index, first.val_index])).to(self.device)
-        x, y = torch.cat([first.train.x, first.val.x]), torch.cat([first.train.y, first.val.y])
-        self.images = Split(torch.empty_like(x).index_copy_(0, index, x), torch.empty_like(y).index_copy_(0, index, y))
-        self.masks = [torch.zeros(len(self.splits), len(self.images), device=self.device) for _ in range(2)]
-        for i, split in enumerate(self.splits):
-            for masks, index in zip(self.masks, (split.train_index, split.val_index)):
-                masks[i, torch.from_numpy(index).to(self.device)] = 1
-        # Each split's probe set (``metrics.probe_set``: its first validation images) as rows of ``images``.
-        self.probe_rows = (torch.stack([torch.from_numpy(s.val_index[:PROBE_SIZE]) for s in self.splits]).to(self.device)
-                           if len(first.val) else None)
-
-        self._probes: dict[RunContext, Probe] | None = None  # this epoch's snapshot measurements, by member context
-        self._entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, images), if any
+        self.layout = Layout([c.data for c in ctxs], self.device)
+        self.trainer = Trainer(ctxs, self.model, self.layout)
+        self.evaluator = Evaluator(self.model, self.layout, ctxs[0].cfg.data.batch_size,
+                                   list(ctxs[0].model.linear_layers()))
         for position, member in enumerate(self.members):
-            member.ctx = MemberContext(**{f.name: getattr(member.ctx, f.name) for f in fields(RunContext)}, stack=self)
-            member.run = Lifecycle(member.ctx, member.hooks, member.first_epoch,
-                                   sync_model=functools.partial(self.write, member))
+            member.ctx.prober = _weakly(self.probe, member)
+            member.run = Lifecycle(member.ctx, member.hooks, member.first_epoch, sync_model=_weakly(self.write, member))
             if member.first_epoch > 1:  # resumed: its optimizer's state as its checkpoint left it
-                self.optimizer.load(position, member.ctx.optimizer, self.model.owned(position))
-
-    def _column(self, values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=self.device)
+                self.trainer.optimizer.load(position, member.ctx.optimizer, self.model.owned(position))
 
     def __len__(self) -> int:
         return len(self.members)
 
-    # --- one epoch -------------------------------------------------------------------------------
-
-    def _penalties(self) -> None:
-        """Each penalty's rows (``span``) and their lams (K_kind, 1, 1), decided here, not per batch."""
-        self.penalised = {}
-        for kind, lams in self.lam.items():
-            rows = span([lam > 0 for lam in lams])
-            if rows.stop > rows.start:
-                self.penalised[kind] = (rows, self._column(lams[rows]).view(-1, 1, 1))
-
-    @torch.no_grad()
-    def penalty(self) -> torch.Tensor:
-        """Each member's weight penalty (K,), lam * sum |w| or lam * sum w^2 over its Linear weights, with
-        its gradient (lam * sgn(w), 2 * lam * w, as autograd gives it) added to the weights' gradients:
-        written out, a few passes over the penalised members' weights instead of autograd's dozen."""
-        total = torch.zeros(len(self), device=self.device)
-        for kind, (rows, lam) in self.penalised.items():
-            for w in self.model.linear_weights():
-                w, grad = w[rows], w.grad[rows]
-                if kind == "l1":
-                    total[rows] += lam.view(-1) * torch.linalg.vector_norm(w, 1, dim=(1, 2))
-                    grad.addcmul_(w.sign(), lam)
-                else:
-                    total[rows] += lam.view(-1) * torch.linalg.vector_norm(w, 2, dim=(1, 2)).square()
-                    grad.addcmul_(w, 2 * lam)
-        return total
-
-    def batch_order(self) -> torch.Tensor:
-        """A random permutation of the training images for each member (K, n), in one draw."""
-        return torch.rand(len(self), self.train_size, device=self.device).argsort(dim=1)
-
     def train_epoch(self) -> list[EpochStats]:
-        """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
-        self._probes = self._entropy = None
-        rows = self.batch_order() + self.train_size * self.split_of.unsqueeze(1)
-        batches = len(batch_bounds(self.train_size, self.batch_size))
-        if not self.graphed:
-            return EpochStats.from_sums(self.train_batches(rows), batches)
-        if self.graph is None:
-            self.graph = EpochGraph(self.train_batches, rows, self._state)
-        return EpochStats.from_sums(self.graph(rows), batches)
+        """One epoch of every member (``Trainer.train_epoch``)."""
+        self.evaluator.forget()
+        return self.trainer.train_epoch()
 
-    def _state(self) -> list[torch.Tensor]:
-        """Everything an epoch changes: weights, BatchNorm statistics, optimizer state."""
-        optimizer = self.optimizer
-        state = [t for slot in optimizer.state for t in slot]
-        return [*self.model.parameters(), *self.model.buffers(), optimizer.steps, *state]
-
-    def train_batches(self, rows: torch.Tensor) -> torch.Tensor:
-        """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
-        k, n = len(self), self.train_size
-        sums = torch.zeros(2, k, device=self.device)
-        # The batches' images, gathered into one buffer for the epoch: on a CPU a fresh tensor for each
-        # batch makes the gather several times slower.
-        images = torch.empty(k * min(self.batch_size, n), self.train_x.shape[1], device=self.device)
-        for start, stop in batch_bounds(n, self.batch_size):
-            index = rows[:, start:stop].reshape(-1)
-            x = torch.index_select(self.train_x, 0, index, out=images[: len(index)]).view(k, stop - start, -1)
-            y = self.train_y.index_select(0, index).view(k, stop - start)
-            if self.augment is not None:
-                x = self.augment(x.view(k, stop - start, *self.image_shape)).flatten(2)
-            logits = self.model.forward(x, training=True)
-            data_loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1)
-            self.optimizer.zero_grad()
-            data_loss.sum().backward()
-            penalty = self.penalty()
-            self.optimizer.step()
-            sums += torch.stack([data_loss.detach(), penalty.detach()])
-        return sums
-
-    # --- evaluation ------------------------------------------------------------------------------
-
-    def _by_split(self) -> Iterator[tuple[Splits, torch.Tensor]]:
-        """Each distinct split with the positions of the members (still training) that use it."""
-        for i, splits in enumerate(self.splits):
-            members = (self.split_of == i).nonzero().flatten()
-            if len(members):
-                yield splits, members
-
-    def _chunk(self) -> int:
-        return eval_chunk(self.device, STACK_EVAL_CHUNK)
-
-    def _predictor(self, members: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``StackedMLP.predictor`` for these members (positions, ascending: the whole stack needs no gathering)."""
-        return self.model.predictor(None if len(members) == len(self) else members)
-
-    def _logits(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """Eval-mode logits (M, N, classes) of the members on the images x (N, ...)."""
-        predict = self._predictor(members)
-        return torch.cat([predict(xs) for xs in x.flatten(1).split(self._chunk())], dim=1)
-
-    def _per_image(self, split: Split) -> torch.Tensor:
-        """(3, K, N): every member's cross-entropy, hit (1 or 0) and prediction entropy on each image of
-        ``split``, in eval mode (cross-entropy as ``F.cross_entropy`` computes it: NLL of log-softmax)."""
-        predict = self.model.predictor(None)
-        out = torch.empty(3, len(self), len(split), device=self.device)
-        for start in range(0, len(split), self._chunk()):
-            rows = slice(start, start + self._chunk())
-            logits, target = predict(split.x[rows].flatten(1)), split.y[rows].expand(len(self), -1)
-            log_p = torch.log_softmax(logits.transpose(1, 2), dim=1)  # (K, classes, n): much faster than over dim -1
-            out[0, :, rows] = F.nll_loss(log_p, target, reduction="none")
-            out[1, :, rows] = logits.argmax(dim=-1) == target
-            out[2, :, rows] = log_probs_entropy(log_p, dim=1)
-        return out
-
-    @torch.no_grad()
     def evaluate(self) -> list[dict[str, float]]:
-        """Loss and accuracy of every member on its train and val splits and on the test set.
+        """Every member's losses and accuracies (``Evaluator.evaluate``), in stack order."""
+        return self.evaluator.evaluate()
 
-        Every member sees all of MNIST's training images in one pass (its train and val splits are a
-        partition of them) and the test set in another: two passes whatever the number of splits, each
-        as wide as the stack. A member's means over its own splits are sums under its masks."""
-        table = torch.empty(len(self), len(SPLITS), 2, device=self.device)
-        per_image = self._per_image(self.images)
-        for j, masks in enumerate(self.masks):
-            mask = masks[self.split_of]  # (K, images): 1 on the member's images of this split
-            table[:, j] = (per_image[:2] * mask).sum(dim=2).T / mask.sum(dim=1, keepdim=True)  # 0 / 0: nan, as for an empty split
-        table[:, 2] = self._per_image(self.splits[0].test)[:2].mean(dim=2).T
-        self._entropy = per_image[2]  # a snapshot at this epoch takes its entropies from here
-        return [
-            {f"{name}_{kind}": value for name, pair in zip(SPLITS, member) for kind, value in zip(("loss", "acc"), pair)}
-            for member in table.tolist()
-        ]
-
-    # --- snapshots -------------------------------------------------------------------------------
-
-    def probe(self, ctx: MemberContext) -> Probe:
-        """A member's snapshot measurements (``RunContext.probe``), taken for every member at once."""
-        if self._probes is None:
-            self._probes = {m.ctx: p for m, p in zip(self.members, self._probe_all())}
-        return self._probes[ctx]
-
-    def _probe_all(self) -> list[Probe]:
-        """Every member's input gradients and entropy, as ``metrics.probe`` measures one model's.
-
-        The gradients come from one forward and backward pass of the stack in train mode on each
-        member's first training batch (unaugmented); BatchNorm statistics and the random state are
-        restored, and no parameter gradient is touched. Entropies come from this epoch's evaluation
-        (snapshots are taken at evaluation epochs), else from an evaluation pass of their own.
-        """
-        k, size = len(self), min(self.batch_size, self.train_size)
-        rows = (torch.arange(size, device=self.device) + self.train_size * self.split_of.unsqueeze(1)).reshape(-1)
-        x = self.train_x.index_select(0, rows).view(k, size, -1).requires_grad_()
-        y = self.train_y.index_select(0, rows).view(k, size)
-        saved = [b.clone() for b in self.model.buffers()]
-        inputs: list[torch.Tensor] = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            logits = self.model.forward(x, training=True, inputs=inputs)
-            loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1).sum()
-            grads = torch.autograd.grad(loss, inputs)
-        with torch.no_grad():
-            for buffer, value in zip(self.model.buffers(), saved):
-                buffer.copy_(value)
-        if self._entropy is not None and self.probe_rows is not None:  # evaluated this epoch: no pass of its own
-            entropy = self._entropy.gather(1, self.probe_rows[self.split_of])
-        else:
-            entropy = torch.empty(k, min(PROBE_SIZE, len(probe_set(self.splits[0]))), device=self.device)
-            with torch.no_grad():
-                for splits, members in self._by_split():
-                    entropy[members] = logits_entropy(self._logits(probe_set(splits).x, members))
-        names = list(self.members[0].ctx.model.linear_layers())
-        return [Probe({name: g[m].detach() for name, g in zip(names, grads)}, entropy[m]) for m in range(k)]
-
-    # --- members in and out ------------------------------------------------------------------------
+    def probe(self, member: Member) -> Probe:
+        """A member's snapshot measurements (its context's ``probe``)."""
+        return self.evaluator.probe(self.members.index(member))
 
     def write(self, member: Member) -> None:
         """Refresh ``member``'s own model and optimizer from the stack."""
         position = self.members.index(member)
         ctx = member.ctx
-        self.model.write_member(position, ctx.model, batches=self.optimizer.steps)
-        self.optimizer.export(position, ctx.optimizer, self.model.owned(position))
+        self.model.write_member(position, ctx.model, batches=self.trainer.optimizer.steps)
+        self.trainer.optimizer.export(position, ctx.optimizer, self.model.owned(position))
 
     def keep(self, positions: list[int]) -> None:
         """Go on with these members only."""
         index = torch.tensor(positions, device=self.device, dtype=torch.long)
         self.members = [self.members[p] for p in positions]
         self.model.keep(index)
-        self.optimizer.keep(index, self.model.parameters())
-        if self.augment is not None:
-            self.augment = self.augment.keep(positions)
-        self.lam = {kind: [lams[p] for p in positions] for kind, lams in self.lam.items()}
-        self.split_of = self.split_of[index]
-        if self._entropy is not None:
-            self._entropy = self._entropy[index]
-        self._penalties()
-        self.graph = None  # it holds the old tensors: captured again at the next epoch
+        self.layout.keep(index)
+        self.trainer.keep(positions, index)
+        self.evaluator.keep(index)
 
 
 class StackRun:
@@ -492,10 +282,7 @@ class StackRun:
         return ended
 
     def close(self) -> None:
-        """Let go of the stack's tensors (each member's context held the stack) and log where the time went."""
-        for member in self.members:
-            member.ctx.stack = None
-            member.run.sync_model = None
+        """Close the console's progress and log where the time went."""
         self.console.close()
         log.info("stack of %d: %.1f s (%s)", len(self.members), time.perf_counter() - self.started,
                  ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.spent.items()))
