@@ -252,15 +252,15 @@ def test_a_stack_that_has_ended_is_freed_at_once(tmp_path):
     its tensors alive until a garbage collection, and none is broken by hand."""
     members = [Member(str(i), build_context(compose_config("monitor=none", "epochs=2", f"seed={i}", *FAST),
                                             tmp_path / str(i)), []) for i in range(2)]
-    run = StackRun(members, seed=0)
-    while not run.done:
-        run.step()
-    run.close()
+    stack_run = StackRun(members, seed=0)
+    while not stack_run.done:
+        stack_run.step()
+    stack_run.close()
     assert all(m.ctx.result.epochs_completed == 2 for m in members)
-    stack = weakref.ref(run.stack)
+    stack = weakref.ref(stack_run.stack)
     gc.disable()
     try:
-        del run
+        del stack_run
         assert stack() is None
     finally:
         gc.enable()

@@ -92,7 +92,7 @@ def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
     train, batches = ctx.data.train, len(batch_bounds(len(ctx.data.train), cfg.data.batch_size))
     graph: EpochGraph | None = None
 
-    def run(order: torch.Tensor) -> torch.Tensor:
+    def batches_in(order: torch.Tensor) -> torch.Tensor:
         return train_batches(ctx.model, train, order, cfg.data.batch_size, ctx.optimizer, ctx.penalty, ctx.augment)
 
     def graphed() -> EpochStats:
@@ -100,7 +100,7 @@ def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
         ctx.model.train()
         order = torch.randperm(len(train), device=train.y.device)
         if graph is None:
-            graph = EpochGraph(run, order, lambda: [*ctx.model.parameters(), *ctx.model.buffers(),
+            graph = EpochGraph(batches_in, order, lambda: [*ctx.model.parameters(), *ctx.model.buffers(),
                                                      *optimizer_state(ctx.optimizer)])
         return EpochStats.from_sums(graph(order), batches)[0]
 

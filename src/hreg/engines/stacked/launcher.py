@@ -134,4 +134,4 @@ class StackedLaunch:
         self.jobs.begin()
         set_threads(self.config.threads, self.config.hydra)
         with stack_console():
-            return Pool(self.jobs, ask, tell, initial_job_idx, self.max_members).run()
+            return Pool(self.jobs, ask, tell, initial_job_idx, self.max_members).train()

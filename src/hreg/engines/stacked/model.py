@@ -111,6 +111,36 @@ class ReluDropout(torch.autograd.Function):
         return grad, None, None
 
 
+def _normalise(h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Tensor:
+    """Hidden layer i's normalisation of the activations h (K, features, B): each block of members with
+    one normalisation as a block, the blocks joined again (one copy) where the stack mixes them."""
+    if len(p.norms) == 1:
+        return _normalise_block(h, i, p, p.norms[0][0], p.norms[0][1], training)
+    return torch.cat([_normalise_block(h[rows], i, p, rows, norm, training) for rows, norm in p.norms])
+
+
+def _normalise_block(h: torch.Tensor, i: int, p: _Weights, rows: slice, norm: Norm,
+                     training: bool) -> torch.Tensor:
+    """BatchNorm1d or LayerNorm (or nothing) of the activations h of the members ``rows``, with their
+    own affine parameters, by torch's fused kernels (three times faster here than the arithmetic
+    written out)."""
+    if norm.kind == "none":
+        return h
+    gain, shift = p.gains[i][rows], p.shifts[i][rows]
+    if norm.kind == "layernorm":  # over the features, made the last dimension: torch's kernel wants them dense
+        normed = F.layer_norm(h.transpose(1, 2).contiguous(), h.shape[1:2], eps=norm.eps)
+        out = torch.addcmul(shift.unsqueeze(1), normed, gain.unsqueeze(1)).transpose(1, 2)
+        return out.contiguous() if training else out  # ReLU's backward on the strided view is much slower
+    mean, var = p.running_mean[i][rows], p.running_var[i][rows]  # views: training updates the stack's own
+    if training:  # each member's features are channels of their own: (1, K * features, B), statistics over B
+        k, features, b = h.shape
+        out = F.batch_norm(h.reshape(1, k * features, b), mean.view(-1), var.view(-1), gain.reshape(-1),
+                           shift.reshape(-1), training=True, momentum=norm.momentum, eps=norm.eps)
+        return out.view(k, features, b)
+    scale = gain.unsqueeze(2) * torch.rsqrt(var.unsqueeze(2) + norm.eps)
+    return torch.addcmul(shift.unsqueeze(2) - mean.unsqueeze(2) * scale, h, scale)
+
+
 class StackedMLP:
     """The weights of K MLPs of one architecture, stacked; ``dropout`` is each member's p."""
 
@@ -191,34 +221,6 @@ class StackedMLP:
         return _Weights(*([t[members] for t in group] for group in tensors),
                         blocks([self.norms[k] for k in members.tolist()]))
 
-    def _normalise(self, h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Tensor:
-        """Hidden layer i's normalisation of the activations h (K, features, B): each block of members with
-        one normalisation as a block, the blocks joined again (one copy) where the stack mixes them."""
-        if len(p.norms) == 1:
-            return self._normalise_block(h, i, p, p.norms[0][0], p.norms[0][1], training)
-        return torch.cat([self._normalise_block(h[rows], i, p, rows, norm, training) for rows, norm in p.norms])
-
-    def _normalise_block(self, h: torch.Tensor, i: int, p: _Weights, rows: slice, norm: Norm,
-                         training: bool) -> torch.Tensor:
-        """BatchNorm1d or LayerNorm (or nothing) of the activations h of the members ``rows``, with their
-        own affine parameters, by torch's fused kernels (three times faster here than the arithmetic
-        written out)."""
-        if norm.kind == "none":
-            return h
-        gain, shift = p.gains[i][rows], p.shifts[i][rows]
-        if norm.kind == "layernorm":  # over the features, made the last dimension: torch's kernel wants them dense
-            normed = F.layer_norm(h.transpose(1, 2).contiguous(), h.shape[1:2], eps=norm.eps)
-            out = torch.addcmul(shift.unsqueeze(1), normed, gain.unsqueeze(1)).transpose(1, 2)
-            return out.contiguous() if training else out  # ReLU's backward on the strided view is much slower
-        mean, var = p.running_mean[i][rows], p.running_var[i][rows]  # views: training updates the stack's own
-        if training:  # each member's features are channels of their own: (1, K * features, B), statistics over B
-            k, features, b = h.shape
-            out = F.batch_norm(h.reshape(1, k * features, b), mean.view(-1), var.view(-1), gain.reshape(-1),
-                               shift.reshape(-1), training=True, momentum=norm.momentum, eps=norm.eps)
-            return out.view(k, features, b)
-        scale = gain.unsqueeze(2) * torch.rsqrt(var.unsqueeze(2) + norm.eps)
-        return torch.addcmul(shift.unsqueeze(2) - mean.unsqueeze(2) * scale, h, scale)
-
     def _layers(self, h: torch.Tensor, p: _Weights, training: bool, first_done: bool = False,
                 inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The layers on activations h (K, features, B), feature-major: each product ``W @ h`` gives the next
@@ -235,7 +237,7 @@ class StackedMLP:
             if i == last:
                 return h
             if self.has_norm:
-                h = self._normalise(h, i, p, training)
+                h = _normalise(h, i, p, training)
             # In place, on a fresh tensor that backward does not need: no copy.
             if training and self.dropped.stop > self.dropped.start:
                 h = ReluDropout.apply(h, self.dropped, self.keep_rate)

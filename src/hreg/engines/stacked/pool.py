@@ -46,7 +46,7 @@ class Pool:
         self.jobs, self.ask, self.tell = jobs, ask, tell
         self.index = initial_job_idx
         self.max_members = max_members
-        self.runs: dict[StackRun, dict[str, str]] = {}  # the running stacks, each with its jobs' environment
+        self.stacks: dict[StackRun, dict[str, str]] = {}  # the running stacks, each with its jobs' environment
         self.members: dict[Member, tuple[Hashable, Job]] = {}  # each training member's key and job
         self.shared: dict[str, Splits] = {}
         self.asking = True
@@ -54,31 +54,31 @@ class Pool:
 
     @property
     def training(self) -> int:
-        return sum(len(run) for run in self.runs)
+        return sum(len(stack) for stack in self.stacks)
 
-    def run(self) -> float:
+    def train(self) -> float:
         """Train until no job remains; returns the occupancy while jobs remained to be asked."""
         started = time.perf_counter()
         with deferred_signals() as stop_request:
             try:
                 while True:
                     self.fill()
-                    if not self.runs:
+                    if not self.stacks:
                         break
                     if self.asking:
                         self.samples.append(self.training / self.max_members)
-                    for run, env in list(self.runs.items()):
+                    for stack, env in list(self.stacks.items()):
                         with env_override(env):
-                            self.ended(run.step())
-                        if run.done:
-                            run.close()
-                            del self.runs[run]
-                        stop_request.check(run.epoch)
+                            self.ended(stack.step())
+                        if stack.done:
+                            stack.close()
+                            del self.stacks[stack]
+                        stop_request.check(stack.epoch)
             except BaseException as failure:
-                for run in self.runs:
-                    for member in run.stop(failure):
+                for stack in self.stacks:
+                    for member in stack.stop(failure):
                         self.jobs.release(self.members.pop(member)[1], member)
-                    run.close()
+                    stack.close()
                 raise
         occupancy = sum(self.samples) / len(self.samples) if self.samples else 1.0
         log.info("pool of %s slots: %d jobs in %.1f s; occupancy %.0f%% while jobs remained to be asked",
@@ -94,7 +94,7 @@ class Pool:
                 self.asking = False
                 break
             if asked == LATER:  # none to be had now: train on, or wait when nothing trains
-                if self.runs or new:
+                if self.stacks or new:
                     break
                 time.sleep(LATER_WAIT_S)
                 continue
@@ -147,9 +147,9 @@ class Pool:
                  ", ".join(job.name for _, job in group))
         env = group[0][1].env  # the same for every job of the stack (its key)
         with env_override(env):
-            run = StackRun(members, seed=int(group[0][1].task_cfg.seed), own_random_state=True, console=False)
-        self.runs[run] = env
-        self.ended(run.ended)
+            stack = StackRun(members, seed=int(group[0][1].task_cfg.seed), own_random_state=True, console=False)
+        self.stacks[stack] = env
+        self.ended(stack.ended)
 
     def ended(self, members: list[Member]) -> None:
         """Each ended member's job closed, and its return told."""

@@ -70,7 +70,7 @@ class Member:
     first_epoch: int = 1
     random_state: list[torch.Tensor] | None = None
     progress: Progress = field(init=False)
-    run: Lifecycle = field(init=False)
+    lifecycle: Lifecycle = field(init=False)
     failure: Exception | None = None
 
     def __post_init__(self) -> None:
@@ -109,7 +109,7 @@ class Stack:
                                    list(ctxs[0].model.linear_layers()))
         for position, member in enumerate(self.members):
             member.ctx.prober = _weakly(self.probe, member)
-            member.run = Lifecycle(member.ctx, member.hooks, member.first_epoch, sync_model=_weakly(self.write, member))
+            member.lifecycle = Lifecycle(member.ctx, member.hooks, member.first_epoch, sync_model=_weakly(self.write, member))
             if member.first_epoch > 1:  # resumed: its optimizer's state as its checkpoint left it
                 self.trainer.optimizer.load(position, member.ctx.optimizer, self.model.owned(position))
 
@@ -182,7 +182,7 @@ class StackRun:
             torch.manual_seed(seed)
         self.stopped: dict[Member, BaseException] = {}  # the members that end at this step, and why
         for member in self.stack.members:
-            self._step(member, member.run.begin)
+            self._step(member, member.lifecycle.begin)
         self.ended = self._drop_stopped()
 
     @property
@@ -218,7 +218,7 @@ class StackRun:
     def _finish(self, member: Member, failure: BaseException | None) -> None:
         member.progress.close()
         try:
-            end = member.run.end(failure)
+            end = member.lifecycle.end(failure)
         except Exception as error:  # a hook's on_end raised (the record is saved): this member fails alone
             member.failure = member.failure or error
             log.error("%s failed at its end: %r", member.name, error)
@@ -256,10 +256,10 @@ class StackRun:
         metrics = stack.evaluate() if evaluated else [None] * len(stack)
         tick = self._timed("evaluation", tick)
         for position, member in enumerate(stack.members):  # every member reports ...
-            self._step(member, functools.partial(member.run.end_epoch, epoch, stats[position], metrics[position]))
+            self._step(member, functools.partial(member.lifecycle.end_epoch, epoch, stats[position], metrics[position]))
         for member in stack.members:  # ... before any is judged
             if member not in self.stopped:
-                self._step(member, functools.partial(member.run.judge, epoch))
+                self._step(member, functools.partial(member.lifecycle.judge, epoch))
         for member in stack.members:
             if member not in self.stopped:
                 member.progress.epoch_done(epoch, member.ctx.result.final if evaluated else None)
@@ -275,7 +275,7 @@ class StackRun:
 
         After an exception mid-epoch no member's model is taken from the stack (the model is between two
         states: the last periodic ``last.pt`` stands, ``best.pt`` as kept)."""
-        ended = [m for m in self.stack.members if not m.run.over]
+        ended = [m for m in self.stack.members if not m.lifecycle.over]
         for member in ended:
             self._finish(member, failure)
         self.stack.keep([])
@@ -296,16 +296,16 @@ def fit_stack(members: Sequence[Member], seed: int) -> None:
     (checkpointed) and raises ``Interrupted`` for the launcher to exit with.
     """
     with deferred_signals() as stop_request:
-        run = StackRun(members, seed)
+        stack_run = StackRun(members, seed)
         try:
-            while not run.done:
-                run.step()
-                stop_request.check(run.epoch)
+            while not stack_run.done:
+                stack_run.step()
+                stop_request.check(stack_run.epoch)
         except BaseException as failure:
-            run.stop(failure)
+            stack_run.stop(failure)
             raise
         finally:
-            run.close()
+            stack_run.close()
 
 
 class StackProgress(Progress):
