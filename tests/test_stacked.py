@@ -15,8 +15,6 @@ from unittest import mock
 import optuna
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -34,10 +32,9 @@ from hreg.search.study import RUN_DIR_ATTR, STATUS_ATTR, database_url
 from hreg.engines.stacked.stack import Member, Stack, StackRun, fit_stack
 from hreg.engines.stacked.grouping import plan_stacks, stack_key
 from hreg.engines.stacked.grouping import default_max_members
-from hreg.engines.stacked.job import ComposedOnce
 from hreg.engines.stacked.model import ReluDropout, StackedMLP
 from hreg.engines.stacked.optim import StackedOptimizer
-from tests.conftest import CONF_DIR, compose_config, events, read_result, run_cli, run_train, start_train
+from tests.conftest import compose_config, events, read_result, run_cli, run_train, start_train
 
 FAST = ("data.train_fraction=0.02", "eval_every=1")
 
@@ -323,22 +320,6 @@ def test_the_default_stack_size_counts_each_members_share_of_the_data_splits():
         assert default_max_members(cpu, splits_per_member=3 / 24) == 12  # 1024 // 76.75 = 13, at most 12 on a CPU
     with mock.patch("psutil.virtual_memory", return_value=mock.Mock(available=2**28)):
         assert default_max_members(cpu, splits_per_member=1.0) == 1  # never none: a stack of one trains alone
-
-
-def test_the_launcher_takes_the_configs_the_sweeper_composed_to_check_them():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        master = compose(config_name="config", return_hydra_config=True)
-        job = ["variant=l1", "epochs=7"]
-        loader = ComposedOnce(GlobalHydra.instance().config_loader())
-        checked = loader.load_sweep_config(master, job)  # what validate_batch_is_legal does
-        checked.epochs = 99  # whatever the sweeper does with its own copy
-        calls = []
-        loader.loader = mock.Mock(load_sweep_config=lambda master, job: calls.append(master))
-        taken = loader.take(master, job)
-        assert not calls, "taken, not composed again"
-        assert taken.regularizer.kind == "l1" and taken.epochs == 7 and taken.hydra.job.config_name == "config"
-        loader.take(master, job)  # taken once: the next time it is composed
-        assert calls == [master]
 
 
 def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ():

@@ -24,7 +24,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, env_override, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
@@ -69,32 +68,6 @@ class Job:
         return {str(k): str(v) for k, v in (OmegaConf.select(self.config, "hydra.job.env_set") or {}).items()}
 
 
-class ComposedOnce:
-    """A config loader that lets the launcher take the configs the sweeper has just composed.
-
-    Hydra's basic sweeper composes every job of a batch to check it (``validate_batch_is_legal``),
-    then hands the batch to the launcher, which would compose each job again: seconds for a study.
-    This loader keeps a copy of what the check composed (a deep copy, far cheaper than composing);
-    the launcher ``take``s it, or composes when no sweeper checked first.
-    """
-
-    def __init__(self, loader: ConfigLoader) -> None:
-        self.loader = loader
-        self.kept: dict[tuple[str, ...], DictConfig] = {}
-
-    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        config = self.loader.load_sweep_config(master_config, sweep_overrides)
-        self.kept[tuple(sweep_overrides)] = copy.deepcopy(config)
-        return config
-
-    def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        kept = self.kept.pop(tuple(sweep_overrides), None)
-        return kept if kept is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
-
-    def __getattr__(self, name: str) -> object:  # everything else is the loader's
-        return getattr(self.loader, name)
-
-
 def job_log(config: DictConfig) -> logging.Logger:
     """The job's own logger, outside the logging hierarchy (a stack's members share one process): a handler
     for each file handler its ``hydra.job_logging`` names, in that handler's format and level; none when
@@ -118,8 +91,6 @@ class JobContext:
     """Opens and closes the jobs of one launcher, as ``run_job`` would (see the module's docstring)."""
 
     def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        if not isinstance(hydra_context.config_loader, ComposedOnce):  # the sweeper's context too: it is shared
-            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.config = config
@@ -133,7 +104,7 @@ class JobContext:
     def compose(self, index: int, overrides: Sequence[str], resume: Path | None = None) -> Job:
         """The job's config as Hydra's basic launcher composes it, with its output directory resolved
         (``resume``: the directory of an earlier sweep's job that this one resumes)."""
-        config = self.hydra_context.config_loader.take(self.config, list(overrides))
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = index
             config.hydra.job.num = index
