@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from hreg.cli import exit_on_error
@@ -61,6 +62,20 @@ def run_record(run_dir: str | None) -> RunResult | None:
         return RunResult.load(Path(run_dir)) if run_dir else None
     except ResultError:
         return None
+
+
+def run_status(storage: BaseStorage, trial_id: int, ret: JobReturn) -> str | None:
+    """The status a trial's run ended with: the one its job recorded on the trial, else the one its
+    ``result.json`` says (a job that could not reach the database: recorded on the trial now), else None."""
+    record = storage.get_trial(trial_id)
+    status = record.system_attrs.get(STATUS_ATTR)
+    if status is None:
+        result = run_record(record.system_attrs.get(RUN_DIR_ATTR) or ret_run_dir(ret))
+        if result is not None and result.status.is_over:
+            for key, attr in run_attrs(result).items():
+                storage.set_trial_system_attr(trial_id, key, attr)
+            status = result.status.value
+    return status
 
 
 def end_trial(study: optuna.Study, number: int, status: str | None, value: Any) -> str:
@@ -192,21 +207,12 @@ class Sweep:
         return True
 
     def _tell(self, number: int, ret: JobReturn) -> None:
-        """End trial ``number`` as its run did: the status its job recorded on it, or its ``result.json`` says
-        (a job that could not reach the database), else what the job returned."""
-        trial_id = self._trial_id(number)
-        record = self.storage.get_trial(trial_id)
+        """End trial ``number`` as its run did (``run_status``), else as its job returned."""
+        status = run_status(self.storage, self._trial_id(number), ret)
         try:
             value, failure = ret.return_value, None
         except Exception as error:  # the job failed: JobReturn raises its error
             value, failure = None, error
-        status = record.system_attrs.get(STATUS_ATTR)
-        if status is None:
-            result = run_record(record.system_attrs.get(RUN_DIR_ATTR) or ret_run_dir(ret))
-            if result is not None and result.status.is_over:
-                for key, attr in run_attrs(result).items():
-                    self.storage.set_trial_system_attr(trial_id, key, attr)
-                status = result.status.value
         state = end_trial(self.study, number, status, value)
         if state == "FAIL" and not isinstance(failure, WorkerLost):  # its launcher has said why, and where
             log.warning("Failed experiment: %s", failure if failure is not None else value)
