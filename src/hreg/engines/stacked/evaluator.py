@@ -32,9 +32,6 @@ class Evaluator:
         self.probes: list[Probe] | None = None  # this epoch's snapshot measurements, by position
         self.entropy: torch.Tensor | None = None  # this epoch's evaluation's entropies (K, images), if any
 
-    def __len__(self) -> int:
-        return len(self.layout.split_of)
-
     def forget(self) -> None:
         """The weights changed: measure again when asked."""
         self.probes = self.entropy = None
@@ -43,10 +40,10 @@ class Evaluator:
         """(3, K, N): every member's cross-entropy, hit (1 or 0) and prediction entropy on each image of
         ``split``, in eval mode (cross-entropy as ``F.cross_entropy`` computes it: NLL of log-softmax)."""
         predict = self.model.predictor(None)
-        out = torch.empty(3, len(self), len(split), device=self.device)
+        out = torch.empty(3, len(self.layout), len(split), device=self.device)
         for start in range(0, len(split), self.chunk):
             rows = slice(start, start + self.chunk)
-            logits, target = predict(split.x[rows].flatten(1)), split.y[rows].expand(len(self), -1)
+            logits, target = predict(split.x[rows].flatten(1)), split.y[rows].expand(len(self.layout), -1)
             log_p = torch.log_softmax(logits.transpose(1, 2), dim=1)  # (K, classes, n): much faster than over dim -1
             out[0, :, rows] = F.nll_loss(log_p, target, reduction="none")
             out[1, :, rows] = logits.argmax(dim=-1) == target
@@ -61,7 +58,7 @@ class Evaluator:
         partition of them) and the test set in another: two passes whatever the number of splits, each
         as wide as the stack. A member's means over its own splits are sums under its masks."""
         layout = self.layout
-        table = torch.empty(len(self), len(SPLITS), 2, device=self.device)
+        table = torch.empty(len(self.layout), len(SPLITS), 2, device=self.device)
         per_image = self._per_image(layout.images)
         for j, masks in enumerate(layout.masks):
             mask = masks[layout.split_of]  # (K, images): 1 on the member's images of this split
@@ -89,7 +86,7 @@ class Evaluator:
         (snapshots are taken at evaluation epochs), else from an evaluation pass of their own.
         """
         layout = self.layout
-        k, size = len(self), min(self.batch_size, layout.train_size)
+        k, size = len(self.layout), min(self.batch_size, layout.train_size)
         rows = layout.rows(torch.arange(size, device=self.device).expand(k, -1)).reshape(-1)
         x = layout.train_x.index_select(0, rows).view(k, size, -1).requires_grad_()
         y = layout.train_y.index_select(0, rows).view(k, size)
@@ -113,12 +110,12 @@ class Evaluator:
 
     def _logits(self, x: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """Eval-mode logits (M, N, classes) of the members (positions, ascending) on the images x (N, ...)."""
-        predict = self.model.predictor(None if len(members) == len(self) else members)
+        predict = self.model.predictor(None if len(members) == len(self.layout) else members)
         return torch.cat([predict(xs) for xs in x.flatten(1).split(self.chunk)], dim=1)
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Go on with the members at these positions only."""
+    def keep(self, positions: list[int], index: torch.Tensor) -> None:
+        """Go on with the members at these positions only (``index``: the same, on the device)."""
         if self.entropy is not None:
             self.entropy = self.entropy[index]
         if self.probes is not None:
-            self.probes = [self.probes[p] for p in index.tolist()]
+            self.probes = [self.probes[p] for p in positions]

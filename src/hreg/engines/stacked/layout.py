@@ -45,6 +45,10 @@ class Layout:
         self.probe_rows = (torch.stack([torch.from_numpy(s.val_index[:PROBE_SIZE]) for s in self.splits]).to(device)
                            if len(first.val) else None)
 
+    def __len__(self) -> int:
+        """The members the stack holds now."""
+        return len(self.split_of)
+
     @property
     def test(self) -> Split:
         """The test set (every split shares it)."""

@@ -143,7 +143,7 @@ class Stack:
         self.model.keep(index)
         self.layout.keep(index)
         self.trainer.keep(positions, index)
-        self.evaluator.keep(index)
+        self.evaluator.keep(positions, index)
 
 
 class StackRun:

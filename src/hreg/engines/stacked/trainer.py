@@ -45,9 +45,6 @@ class Trainer:
         self.graphed = graph_wanted(ctxs[0].cfg.train.cuda_graph, self.device, None, log)
         self.graph: EpochGraph | None = None  # captured at the first epoch, again after members leave
 
-    def __len__(self) -> int:
-        return len(self.layout.split_of)
-
     def _penalties(self) -> None:
         """Each penalty's rows (``span``) and their lams (K_kind, 1, 1), decided here, not per batch."""
         self.penalised = {}
@@ -61,7 +58,7 @@ class Trainer:
         """Each member's weight penalty (K,), lam * sum |w| or lam * sum w^2 over its Linear weights, with
         its gradient (lam * sgn(w), 2 * lam * w, as autograd gives it) added to the weights' gradients:
         written out, a few passes over the penalised members' weights instead of autograd's dozen."""
-        total = torch.zeros(len(self), device=self.device)
+        total = torch.zeros(len(self.layout), device=self.device)
         for kind, (rows, lam) in self.penalised.items():
             for w in self.model.linear_weights():
                 w, grad = w[rows], w.grad[rows]
@@ -75,7 +72,7 @@ class Trainer:
 
     def batch_order(self) -> torch.Tensor:
         """A random permutation of the training images for each member (K, n), in one draw."""
-        return torch.rand(len(self), self.layout.train_size, device=self.device).argsort(dim=1)
+        return torch.rand(len(self.layout), self.layout.train_size, device=self.device).argsort(dim=1)
 
     def train_epoch(self) -> list[EpochStats]:
         """One pass of every member over its training split, in its own random order (eager, or a graph's replay)."""
@@ -96,7 +93,7 @@ class Trainer:
     def train_batches(self, rows: torch.Tensor) -> torch.Tensor:
         """The epoch's batches; ``rows`` (K, n) are the members' images in order. Returns sums (2, K) on the device."""
         layout = self.layout
-        k, n = len(self), layout.train_size
+        k, n = len(self.layout), layout.train_size
         sums = torch.zeros(2, k, device=self.device)
         # The batches' images, gathered into one buffer for the epoch: on a CPU a fresh tensor for each
         # batch makes the gather several times slower.
