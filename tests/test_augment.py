@@ -120,3 +120,40 @@ def test_elastic_distortion_keeps_the_label(tmp_path):
     _, elastic = evaluate(ctx.model, distorted)
     assert not torch.allclose(distorted.x, images.x, atol=0.1)
     assert clean > 0.88 and elastic > 0.5 * clean, (clean, elastic)  # far above chance (0.1): still the same digits
+
+
+def blur_covariance(sigma: float, size: int = 28) -> torch.Tensor:
+    """M M^T: a uniform [-1, 1] field F blurred at full resolution, M F M^T, has the covariance
+    Cov(f[i, j], f[i', j']) = (1/3) (M M^T)[i, i'] (M M^T)[j, j']."""
+    from hreg.augment import _smoothing_matrices
+
+    m = _smoothing_matrices(torch.tensor([sigma], dtype=torch.float64), size)[0]
+    return m @ m.T
+
+
+@pytest.mark.parametrize("sigma", [3.0, 4.0, 6.0])
+def test_the_elastic_basis_keeps_the_covariance_of_the_full_blur(sigma):
+    from hreg.augment import _elastic_basis
+
+    basis = _elastic_basis(torch.tensor([sigma], dtype=torch.float64), 28)[0]
+    assert basis.shape[1] <= 10, "a tenth of the draws or fewer for the search's sigmas (3 to 6)"
+    full = blur_covariance(sigma)
+    assert torch.allclose(basis @ basis.T, full, atol=2e-4 * full.max().item())
+
+
+def test_elastic_fields_have_each_members_spread_and_smoothness():
+    """Drawn fields against the full-resolution blur's covariance, member by member and axis by axis."""
+    from hreg.augment import AugmentSettings, BatchAugment
+
+    members = [AugmentSettings(elastic_alpha=34.0, elastic_sigma=3.0), AugmentSettings(elastic_alpha=10.0, elastic_sigma=6.0)]
+    augment = BatchAugment(members)
+    augment._tensors(torch.device("cpu"), 28, 28)
+    torch.manual_seed(0)
+    fields = torch.cat([augment._elastic_field(2, 2000, 28, 28, torch.device("cpu")) for _ in range(4)], dim=1)
+    for m, settings in enumerate(members):
+        c = blur_covariance(settings.elastic_sigma)
+        expected = (settings.elastic_alpha * 2 / 28) ** 2 / 3 * c[14, 14] * c  # of the middle row, in grid units
+        for axis in (0, 1):
+            empirical = fields[m, :, axis, 14].double().T.cov()  # over 8000 draws, 28 x 28
+            assert torch.allclose(empirical, expected, atol=0.05 * expected.max().item()), (m, axis)
+        assert fields[m].mean().abs() < 0.02 * expected.max().sqrt()
