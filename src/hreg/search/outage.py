@@ -3,7 +3,7 @@
 A cluster's database restarts for maintenance, fails over, or drops idle
 connections; SQLite is locked for a moment by another process (``hreg-study``,
 a second command). A search rides through: the sweeper's and the jobs' calls to
-the study are retried (``Outage.retry``), or kept for later (``trial.py``), and a
+the study are retried (``Outage.retry``), or kept for later (``Backlog``), and a
 new connection is opened when the server is back (``pool_pre_ping``,
 ``study.open_storage``). Only past ``search.outage_limit_s`` seconds without an
 answer does the sweeper stop (one line; the same command resumes the study) and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -98,3 +99,40 @@ class Outage:
                 continue
             self.answered()
             return result
+
+
+class Backlog:
+    """Writes to the study database that wait while it does not answer, written in order when it answers.
+
+    A job's reports must not stop its training (the run trains on) nor reach the trial out of order; past
+    the outage's limit the backlog gives up, and the run's record tells the trial later (``given_up``).
+    """
+
+    def __init__(self, outage: Outage, gave_up: str) -> None:
+        self.outage = outage
+        self.gave_up = gave_up  # the line logged when the backlog gives up
+        self.waiting: deque[Callable[[], object]] = deque()
+        self.given_up = False
+
+    def put(self, write: Callable[[], object]) -> bool:
+        """Queue ``write`` after whatever waits, and write what it can; whether everything is written."""
+        if self.given_up:
+            return False
+        self.waiting.append(write)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write what waits, in order; False while the database does not answer."""
+        while self.waiting:
+            try:
+                self.waiting[0]()
+            except storage_errors() as error:
+                self.outage.failed(error)
+                if self.outage.over:
+                    self.given_up = True
+                    self.waiting.clear()
+                    self.outage.log.warning(self.gave_up)
+                return False
+            self.waiting.popleft()
+        self.outage.answered()
+        return True

@@ -12,8 +12,6 @@ trial fails. Everything goes through the storage's public methods.
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hydra.types import RunMode
@@ -23,7 +21,7 @@ from omegaconf import DictConfig
 from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.result import RunResult, Status
 from hreg.search.heartbeat import Beat
-from hreg.search.outage import Outage, storage_errors
+from hreg.search.outage import Backlog, Outage, storage_errors
 from hreg.search.pool import on_pool
 from hreg.search.study import (
     EPOCHS_ATTR, FINAL_ATTR, RUN_DIR_ATTR, STATUS_ATTR, is_optuna, open_storage, storage_url,
@@ -77,8 +75,9 @@ class TrialReporter(Hook):
         self.number = number
         self.objective = objective
         self.outage = outage
-        self.waiting: deque[Callable[[], Any]] = deque()  # writes the database has not taken yet, in order
-        self.given_up = False
+        self.backlog = Backlog(outage, (
+            f"optuna: trial {number}: the study database has not answered for {outage.limit_s:.0f} s "
+            "(search.outage_limit_s): this run trains on without reporting; its result.json tells the trial later"))
         self.reported: float | None = None  # the value reported at this epoch, until judged
         self.beat: Beat | None = None
 
@@ -127,32 +126,9 @@ class TrialReporter(Hook):
     def _write(self, key: str | None, value: Any, epoch: int | None = None) -> bool:
         """Record ``key`` (or, without one, the report ``value`` at ``epoch``) after whatever waits; whether all
         is written. An ended trial refuses it: ``UpdateFinishedTrialError``."""
-        if self.given_up:
-            return False
         if key is None:
-            self.waiting.append(lambda: self.storage.set_trial_intermediate_value(self.trial_id, epoch, value))
-        else:
-            self.waiting.append(lambda: self.storage.set_trial_system_attr(self.trial_id, key, value))
-        return self._flush()
-
-    def _flush(self) -> bool:
-        """Write what waits, in order; False while the database does not answer."""
-        while self.waiting:
-            try:
-                self.waiting[0]()
-            except storage_errors() as error:
-                self.outage.failed(error)
-                if self.outage.over:
-                    self.given_up = True
-                    self.waiting.clear()
-                    self.outage.log.warning(
-                        "optuna: trial %d: the study database has not answered for %.0f s (search.outage_limit_s): "
-                        "this run trains on without reporting; its result.json tells the trial later",
-                        self.number, self.outage.limit_s)
-                return False
-            self.waiting.popleft()
-        self.outage.answered()
-        return True
+            return self.backlog.put(lambda: self.storage.set_trial_intermediate_value(self.trial_id, epoch, value))
+        return self.backlog.put(lambda: self.storage.set_trial_system_attr(self.trial_id, key, value))
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         ctx.result.set_extra("optuna_trial", self.number)
@@ -204,7 +180,7 @@ class TrialReporter(Hook):
             for key, value in run_attrs(result).items():
                 self._write(key, value)
             # The run is over: wait for the database, within the limit.
-            self.outage.wait_until(lambda: self._flush() or self.given_up)
+            self.outage.wait_until(lambda: self.backlog.flush() or self.backlog.given_up)
         except UpdateFinishedTrialError:  # a restarted sweeper failed the trial meanwhile
             ctx.log.warning("optuna: trial %d ended before this run could record its end on it", self.number)
             return
