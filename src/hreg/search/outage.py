@@ -108,9 +108,9 @@ class Backlog:
     the outage's limit the backlog gives up, and the run's record tells the trial later (``given_up``).
     """
 
-    def __init__(self, outage: Outage, gave_up: str) -> None:
+    def __init__(self, outage: Outage, giving_up: str) -> None:
         self.outage = outage
-        self.gave_up = gave_up  # the line logged when the backlog gives up
+        self.giving_up = giving_up  # the line logged when the backlog gives up
         self.waiting: deque[Callable[[], object]] = deque()
         self.given_up = False
 
@@ -131,7 +131,7 @@ class Backlog:
                 if self.outage.over:
                     self.given_up = True
                     self.waiting.clear()
-                    self.outage.log.warning(self.gave_up)
+                    self.outage.log.warning(self.giving_up)
                 return False
             self.waiting.popleft()
         self.outage.answered()
