@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from hreg.cli import exit_on_error
 from hreg.cluster import WorkerLost
 from hreg.result import OBJECTIVES, ResultError, RunResult, Status
 from hreg.search.distributions import Space
-from hreg.search.outage import Outage, storage_errors
+from hreg.search.outage import Backlog, Outage, storage_errors
 from hreg.search.pool import LATER, Asked, PoolLauncher
 from hreg.search.sampler import build_sampler
 from hreg.search.study import (
@@ -118,7 +117,7 @@ class Sweep:
         limit = float(OmegaConf.select(config, "search.outage_limit_s", default=600))
         self.outage = Outage(limit, "the sweep waits for it")
         self.drawing: int | None = None  # a trial being drawn: failed if the database went away meanwhile
-        self.untold: deque[tuple[int, JobReturn]] = deque()  # trials whose runs ended, to tell in order
+        self.untold = Backlog(self.outage)  # the ends of trials whose runs ended, to tell in order
 
     def _open(self, arguments: list[str]) -> None:
         """The search space, the sampler and the study (created, or loaded to resume)."""
@@ -159,7 +158,7 @@ class Sweep:
         directory; None once ``n_trials`` have been asked; ``LATER`` while the database does not answer
         (after the trials that ended are told, in order)."""
         try:
-            if self._catch_up():
+            if self.untold.flush():
                 return self._ask()
         except storage_errors() as error:
             self.outage.failed(error)
@@ -189,22 +188,7 @@ class Sweep:
     def tell(self, number: int, ret: JobReturn) -> None:
         """For the pool: end trial ``number`` as its run did (``_tell``), now, or once the database answers
         again; meanwhile the pool trains on."""
-        self.untold.append((number, ret))
-        self._catch_up()
-
-    def _catch_up(self) -> bool:
-        """Tell the trials that ended, in order; False while the database does not answer."""
-        while self.untold:
-            number, ret = self.untold[0]
-            try:
-                self._tell(number, ret)
-            except storage_errors() as error:
-                self.outage.failed(error)
-                self.outage.check(f"telling trial {number} its end")
-                return False
-            self.untold.popleft()
-        self.outage.answered()
-        return True
+        self.untold.put(lambda: self._tell(number, ret), f"telling trial {number} its end")
 
     def _tell(self, number: int, ret: JobReturn) -> None:
         """End trial ``number`` as its run did (``run_status``), else as its job returned."""
@@ -241,7 +225,7 @@ class Sweep:
             results: dict[str, Any] = {"name": "optuna"}
             if isinstance(self.launcher, PoolLauncher):
                 occupancy = self.launcher.pool(self.ask, self.tell, initial_job_idx=0)
-                self.outage.wait_until(self._catch_up)  # the last trials' ends, once the database answers
+                self.outage.wait_until(self.untold.flush)  # the last trials' ends, once the database answers
                 log.info("optuna: pool occupancy %.0f%% while trials remained to be asked", 100 * occupancy)
                 results["occupancy"] = round(occupancy, 4)
             else:

@@ -104,31 +104,37 @@ class Outage:
 class Backlog:
     """Writes to the study database that wait while it does not answer, written in order when it answers.
 
-    A job's reports must not stop its training (the run trains on) nor reach the trial out of order; past
-    the outage's limit the backlog gives up, and the run's record tells the trial later (``given_up``).
+    Neither a job's training nor the sweeper's pool stops for the database, and nothing reaches the study
+    out of order. Past the outage's limit, a backlog with a ``giving_up`` line drops its writes and logs
+    the line (a job: its run's record tells the trial later); one without raises ``DatabaseAway`` (the
+    sweeper: the same command resumes the study).
     """
 
-    def __init__(self, outage: Outage, giving_up: str) -> None:
+    def __init__(self, outage: Outage, giving_up: str | None = None) -> None:
         self.outage = outage
-        self.giving_up = giving_up  # the line logged when the backlog gives up
-        self.waiting: deque[Callable[[], object]] = deque()
+        self.giving_up = giving_up
+        self.waiting: deque[tuple[Callable[[], object], str]] = deque()  # each write, and what it does
         self.given_up = False
 
-    def put(self, write: Callable[[], object]) -> bool:
-        """Queue ``write`` after whatever waits, and write what it can; whether everything is written."""
+    def put(self, write: Callable[[], object], what: str) -> bool:
+        """Queue ``write`` (``what`` it does, for DatabaseAway's line) after whatever waits, and write what it
+        can; whether everything is written."""
         if self.given_up:
             return False
-        self.waiting.append(write)
+        self.waiting.append((write, what))
         return self.flush()
 
     def flush(self) -> bool:
         """Write what waits, in order; False while the database does not answer."""
         while self.waiting:
+            write, what = self.waiting[0]
             try:
-                self.waiting[0]()
+                write()
             except storage_errors() as error:
                 self.outage.failed(error)
-                if self.outage.over:
+                if self.giving_up is None:
+                    self.outage.check(what)
+                elif self.outage.over:
                     self.given_up = True
                     self.waiting.clear()
                     self.outage.log.warning(self.giving_up)

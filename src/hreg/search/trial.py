@@ -127,8 +127,10 @@ class TrialReporter(Hook):
         """Record ``key`` (or, without one, the report ``value`` at ``epoch``) after whatever waits; whether all
         is written. An ended trial refuses it: ``UpdateFinishedTrialError``."""
         if key is None:
-            return self.backlog.put(lambda: self.storage.set_trial_intermediate_value(self.trial_id, epoch, value))
-        return self.backlog.put(lambda: self.storage.set_trial_system_attr(self.trial_id, key, value))
+            return self.backlog.put(lambda: self.storage.set_trial_intermediate_value(self.trial_id, epoch, value),
+                                    f"reporting epoch {epoch} to trial {self.number}")
+        return self.backlog.put(lambda: self.storage.set_trial_system_attr(self.trial_id, key, value),
+                                f"recording {key} on trial {self.number}")
 
     def on_start(self, ctx: RunContext, first_epoch: int) -> None:
         ctx.result.set_extra("optuna_trial", self.number)
