@@ -76,6 +76,7 @@ def test_presets_are_off_by_default():
     ("model.in_features=783", "model.in_features=783: must be 784 (MNIST's 28 x 28 pixels)"),
     ("optimizer.fused=maybe", "optimizer.fused='maybe': must be true or false"),
     ("monitor.histograms=null", "monitor.histograms=None: must be an integer >= 2 (the first and the last epoch)"),
+    ("lr_schedule=linear", "lr_schedule='linear': must be one of constant, cosine"),
 ])
 def test_values_that_once_reached_a_traceback_are_one_line(override, line):
     with pytest.raises(ConfigError) as refused:

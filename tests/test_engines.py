@@ -19,6 +19,7 @@ from hreg.build import build_context, build_hooks
 from hreg.engines import fit
 from hreg.engines.stacked.stack import Member, fit_stack
 from hreg.hooks import Hook
+from hreg.schedule import lr_factor
 from hreg.search.outage import Outage
 from hreg.search.trial import TrialReporter
 from hreg.stops import Interrupted
@@ -97,3 +98,20 @@ def test_the_same_fault_ends_every_engine_with_the_same_status_exit_code_and_rec
     errors = {engine: record.get("error", "") for engine, record in records.items()}
     first = errors["native"].split(":")[0].split("(")[0]
     assert first and all(e.startswith(first) for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_steps_each_epoch_at_the_schedules_learning_rate(tmp_path, engine):
+    """The last epoch's rate is in the run's optimizer (a stack's member: as exported for its checkpoint),
+    with ``initial_lr`` for a resumed run to go on from."""
+    overrides = [*BASE, "epochs=4", "lr_schedule=cosine", "optimizer.lr=0.01"]
+    ctx = build_context(compose_config(*overrides, "engine=lightning" if engine == "lightning" else "engine=native"),
+                        tmp_path)
+    if engine == "stacked":
+        fit_stack([Member("m", ctx, build_hooks(ctx))], seed=0)
+    else:
+        fit(ctx, build_hooks(ctx))
+    assert ctx.result.status == "completed"
+    (group,) = ctx.optimizer.param_groups
+    assert group["initial_lr"] == 0.01
+    assert group["lr"] == pytest.approx(0.01 * lr_factor("cosine", 4, 4)) and group["lr"] < 0.01 * 0.2

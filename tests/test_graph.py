@@ -65,6 +65,13 @@ def test_batchnorm_with_a_cumulative_average_trains_eagerly_with_one_line_saying
     assert why_not_graphed(cuda_device, default.optimizer, default.model) is None
 
 
+def test_a_learning_rate_that_changes_every_epoch_trains_eagerly():
+    """The optimizer's kernels take the learning rate as a number: a captured epoch would replay its own."""
+    assert why_not_graphed(torch.device("cuda"), lr_schedule="cosine") == (
+        "lr_schedule=cosine changes the learning rate every epoch, and a captured epoch keeps its own")
+    assert why_not_graphed(torch.device("cuda"), lr_schedule="constant") is None
+
+
 @cuda
 @pytest.mark.parametrize("variant", [["model.dropout=0.2", "augment=noise_affine"], ["model/norm=batchnorm",
                                       "regularizer=l2"], ["optimizer=sgd", "model/norm=layernorm"]])

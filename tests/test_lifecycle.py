@@ -22,7 +22,8 @@ from hreg.result import RunResult
 from hreg.run import run, train
 from tests.conftest import compose_config, events, read_result, run_cli, start_train
 
-RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise", "monitor.histograms=5")
+RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise",
+       "monitor.histograms=5", "lr_schedule=cosine")
 
 
 @pytest.fixture(scope="module")

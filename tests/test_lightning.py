@@ -19,7 +19,7 @@ from hreg.search.study import database_url
 from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train, start_train
 
 VARIANTS = {"none": [], "l2": ["regularizer=l2", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
-            "batchnorm": ["model/norm=batchnorm"]}
+            "batchnorm": ["model/norm=batchnorm"], "cosine": ["lr_schedule=cosine", "optimizer.lr=3e-3"]}
 SEEDS = (0, 1, 2)
 PARITY = ("epochs=20", "eval_every=20", "monitor=none", "checkpoint.every=0")
 

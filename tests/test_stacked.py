@@ -267,7 +267,7 @@ def test_a_stack_that_has_ended_is_freed_at_once(tmp_path):
 
 VARIANTS = {"none": [], "l1": ["regularizer=l1", "regularizer.lam=1e-3"], "dropout": ["model.dropout=0.3"],
             "batchnorm": ["model/norm=batchnorm"], "layernorm": ["model/norm=layernorm"],
-            "augment": ["augment=noise_affine"]}
+            "augment": ["augment=noise_affine"], "cosine": ["lr_schedule=cosine", "optimizer.lr=3e-3"]}
 SEEDS = (0, 1, 2)
 EQUIVALENCE = ("epochs=25", "eval_every=25", "monitor=none", "checkpoint.every=0")
 
@@ -279,13 +279,14 @@ def both_engines(tmp_path_factory) -> dict[str, dict[str, list]]:
     native = {v: [train(compose_config(*EQUIVALENCE, *o, f"seed={s}"), work / f"n-{v}-{s}") for s in SEEDS]
               for v, o in VARIANTS.items()}
     members = {v: [] for v in VARIANTS}
-    stack = []
+    stacks: dict[str, list[Member]] = {}  # one a learning-rate schedule, as the launcher groups them
     for v in VARIANTS:
         for s in SEEDS:
             ctx = build_context(compose_config(*EQUIVALENCE, *VARIANTS[v], f"seed={s}"), work / f"s-{v}-{s}")
-            stack.append(Member(f"{v}/{s}", ctx, build_hooks(ctx)))
+            stacks.setdefault(ctx.cfg.lr_schedule, []).append(Member(f"{v}/{s}", ctx, build_hooks(ctx)))
             members[v].append(ctx.result)
-    fit_stack(stack, seed=0)
+    for stack in stacks.values():
+        fit_stack(stack, seed=0)
     return {"native": native, "stacked": members}
 
 
@@ -338,7 +339,7 @@ def test_jobs_stack_when_shapes_and_schedule_agree_and_anything_else_may_differ(
     assert key("model/norm=batchnorm", "model.norm.momentum=null") is None  # a cumulative average: runs alone
     for differs_per_stack in ("epochs=7", "eval_every=3", "data.batch_size=100",
                               "optimizer=sgd", "model.hidden=[50,50]", "data.train_fraction=0.1",
-                              "train.cuda_graph=false"):
+                              "train.cuda_graph=false", "lr_schedule=cosine"):
         assert key(differs_per_stack) != base, differs_per_stack
     assert key("+optimizer.amsgrad=true") is None  # not implemented for stacks: runs alone
     keys = [base, key("epochs=7"), base, None, base]

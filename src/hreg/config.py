@@ -23,6 +23,7 @@ from hreg.engines import ENGINES
 from hreg.errors import ConfigError
 from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES
+from hreg.schedule import LR_SCHEDULES
 
 __all__ = ["ConfigError", "validate", "validate_launcher"]
 
@@ -79,6 +80,7 @@ class Rule:
 RULES = [
     Rule("epochs", "an integer >= 1", lambda v: _integer(v) and v >= 1),
     Rule("eval_every", "an integer >= 1", lambda v: _integer(v) and v >= 1),
+    Rule("lr_schedule", *_one_of(LR_SCHEDULES)),
     Rule("seed", SEEDS, _seed),
     # Optional: the configs of runs saved before the setting existed have none (auto).
     Rule("threads", f"auto or an integer in [1, {MAX_THREADS}]",

@@ -56,6 +56,8 @@ def load_run_config(run_dir: Path, device: str | None) -> DictConfig:
     missing = [key for key in RUN_CONFIG_KEYS if not isinstance(cfg, DictConfig) or key not in cfg]
     if missing:
         raise RunDirError(f"{config_file} is not a whole hreg run config (no {', '.join(missing)})")
+    if "lr_schedule" not in cfg:  # saved before lr_schedule existed: such runs trained at a constant rate
+        cfg.lr_schedule = "constant"
     if device:
         cfg.device.name = device
     return cfg

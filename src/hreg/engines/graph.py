@@ -79,10 +79,13 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def why_not_graphed(device: torch.device, optimizer: torch.optim.Optimizer | None = None,
-                    model: torch.nn.Module | None = None) -> str | None:
+                    model: torch.nn.Module | None = None, lr_schedule: str = "constant") -> str | None:
     """Why an epoch cannot be captured here, or None when it can."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device, this run is on {device.type}"
+    if lr_schedule != "constant":
+        # The optimizer's kernels take the learning rate as a number: a replay would keep the first epoch's.
+        return f"lr_schedule={lr_schedule} changes the learning rate every epoch, and a captured epoch keeps its own"
     if model is not None and any(getattr(m, "track_running_stats", False) and m.momentum is None
                                  for m in model.modules()):
         # A cumulative average of the batch statistics: torch divides by the batch count, read on the host
@@ -113,11 +116,11 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
 
 
 def graph_wanted(setting: str | bool, device: torch.device, optimizer: torch.optim.Optimizer | None,
-                 log: logging.Logger, model: nn.Module | None = None) -> bool:
+                 log: logging.Logger, model: nn.Module | None = None, lr_schedule: str = "constant") -> bool:
     """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` insists, ``false`` never."""
     if setting is False:
         return False
-    reason = why_not_graphed(device, optimizer, model)
+    reason = why_not_graphed(device, optimizer, model, lr_schedule)
     if reason is None:
         return True
     if setting is True or device.type == "cuda":

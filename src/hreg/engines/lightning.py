@@ -52,7 +52,7 @@ from hreg.lifecycle import Lifecycle, ending
 from hreg.metrics import SPLITS, eval_chunk
 from hreg.result import Status
 from hreg.rundir import is_worker_process
-from hreg.schedule import batch_bounds, is_eval_epoch
+from hreg.schedule import batch_bounds, is_eval_epoch, lr_factor, set_lr
 from hreg.stops import EarlyStopped, Interrupted, StopRequest, StopRun, deferred_signals
 
 # Lightning 2.6 asks torch 2.14's pytree in a deprecated way at every fit: not the user's business.
@@ -139,6 +139,7 @@ class RegularizedClassifier(L.LightningModule):
         self.penalty = ctx.penalty
         self.augment = ctx.augment
         self.hreg_optimizer = ctx.optimizer
+        self.lr_schedule, self.epochs = ctx.cfg.lr_schedule, ctx.cfg.epochs
         self.register_buffer("train_sums", torch.zeros(3), persistent=False)  # data loss, penalty, batches
         self.register_buffer("eval_sums", torch.zeros(len(SPLITS), 3), persistent=False)  # loss, correct, count
         self.evaluated: dict[str, float] | None = None  # the metrics of this epoch's evaluation, if any
@@ -152,6 +153,7 @@ class RegularizedClassifier(L.LightningModule):
     # --- training ----------------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
+        set_lr(self.hreg_optimizer, lr_factor(self.lr_schedule, self.current_epoch + 1, self.epochs))
         self.train_sums.zero_()
         self.evaluated = None
 

@@ -28,7 +28,7 @@ from hreg.metrics import evaluate_all
 from hreg.progress import Progress
 from hreg.regularizer import WeightPenalty
 from hreg.result import Status
-from hreg.schedule import batch_bounds, is_eval_epoch
+from hreg.schedule import batch_bounds, is_eval_epoch, lr_factor, set_lr
 from hreg.stops import deferred_signals
 
 
@@ -86,7 +86,7 @@ def epoch_trainer(ctx: RunContext) -> Callable[[], EpochStats]:
     cfg = ctx.cfg
     eager = functools.partial(train_epoch, ctx.model, ctx.data.train, cfg.data.batch_size, ctx.optimizer,
                               ctx.penalty, ctx.augment)
-    if not graph_wanted(cfg.train.cuda_graph, ctx.device, ctx.optimizer, ctx.log, ctx.model):
+    if not graph_wanted(cfg.train.cuda_graph, ctx.device, ctx.optimizer, ctx.log, ctx.model, cfg.lr_schedule):
         return eager
     make_capturable(ctx.optimizer)
     train, batches = ctx.data.train, len(batch_bounds(len(ctx.data.train), cfg.data.batch_size))
@@ -115,6 +115,7 @@ def fit(ctx: RunContext, hooks: Sequence[Hook], first_epoch: int = 1) -> Status:
     try:
         with deferred_signals() as stop_request, Lifecycle(ctx, hooks, first_epoch) as run:
             for epoch in range(first_epoch, cfg.epochs + 1):
+                set_lr(ctx.optimizer, lr_factor(cfg.lr_schedule, epoch, cfg.epochs))
                 stats = train_one_epoch()
                 metrics = evaluate_all(ctx.model, ctx.data) if is_eval_epoch(epoch, cfg.epochs, cfg.eval_every) else None
                 run.end_epoch(epoch, stats, metrics)

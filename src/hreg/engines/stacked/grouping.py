@@ -68,7 +68,8 @@ def stack_key(cfg: DictConfig, device: str) -> Hashable | None:
     own_stack = None if device.startswith("cuda") or norm is None else OmegaConf.to_yaml(norm, resolve=True)
     return (
         model.in_features, tuple(model.hidden), model.num_classes, own_stack, cfg.optimizer._target_,
-        cfg.data.batch_size, cfg.data.train_fraction, cfg.epochs, cfg.eval_every, device, str(cfg.train.cuda_graph),
+        cfg.data.batch_size, cfg.data.train_fraction, cfg.epochs, cfg.eval_every, cfg.lr_schedule, device,
+        str(cfg.train.cuda_graph),
     )
 
 

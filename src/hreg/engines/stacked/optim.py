@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from hreg.engines.stacked.model import blocks
+from hreg.schedule import set_lr
 
 #: The optimizer classes a stack can train, and the keys each may set (others keep torch's defaults).
 SUPPORTED = {
@@ -57,6 +58,7 @@ class StackedOptimizer:
         self.params = list(params)
         # A tensor on the device, so that a step captured in a CUDA graph counts on at every replay.
         self.steps = torch.zeros((), dtype=self.params[0].dtype, device=self.params[0].device)
+        self.lr_factor = 1.0  # every member's lr times this (``schedule.lr_factor``: the members share their epochs)
         slots = 1 if self.kind == "torch.optim.SGD" else 2  # momentum buffers; Adam's two averages
         self.state = [[torch.zeros_like(p) for p in self.params] for _ in range(slots)]
         self._blocks()
@@ -73,13 +75,14 @@ class StackedOptimizer:
             params = [p[rows] for p in self.params]
             grads = [p.grad[rows] for p in self.params]
             state = [[t[rows] for t in slot] for slot in self.state]
+            lr = s["lr"] * self.lr_factor
             if self.kind == "torch.optim.SGD":  # zero buffers: the first step gives g, as torch's first step does
                 buffers = state[0] if s["momentum"] > 0 else []
                 torch._fused_sgd_(params, grads, buffers, weight_decay=s["weight_decay"], momentum=s["momentum"],
-                                  lr=s["lr"], dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
+                                  lr=lr, dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
                 continue
             fused = torch._fused_adamw_ if self.kind == "torch.optim.AdamW" else torch._fused_adam_
-            fused(params, grads, state[0], state[1], [], steps, lr=s["lr"], beta1=s["betas"][0],
+            fused(params, grads, state[0], state[1], [], steps, lr=lr, beta1=s["betas"][0],
                   beta2=s["betas"][1], weight_decay=s["weight_decay"], eps=s["eps"], amsgrad=False, maximize=False)
 
     def keep(self, members: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
@@ -111,7 +114,8 @@ class StackedOptimizer:
 
     def export(self, k: int, optimizer: torch.optim.Optimizer, owned: Sequence[int]) -> None:
         """Member k's state into ``optimizer`` (torch's, over the member's own MLP); ``owned``: the
-        positions of its parameters among the stack's (``StackedMLP.owned``)."""
+        positions of its parameters among the stack's (``StackedMLP.owned``), and its current learning rate."""
+        set_lr(optimizer, self.lr_factor)
         own = [p for group in optimizer.param_groups for p in group["params"]]
         for i, p in zip(owned, own, strict=True):
             state: dict[str, Any]

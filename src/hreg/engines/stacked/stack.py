@@ -46,7 +46,7 @@ from hreg.hooks import EpochStats, Hook, RunContext
 from hreg.lifecycle import Lifecycle
 from hreg.metrics import Probe
 from hreg.progress import Progress
-from hreg.schedule import is_eval_epoch
+from hreg.schedule import is_eval_epoch, lr_factor
 from hreg.stops import StopRun, deferred_signals
 
 log = logging.getLogger("hreg")
@@ -250,6 +250,7 @@ class StackRun:
         stack, cfg = self.stack, self.cfg
         self.epoch = epoch = self.epoch + 1
         tick = time.perf_counter()
+        stack.trainer.optimizer.lr_factor = lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
         stats = stack.train_epoch()
         tick = self._timed("training", tick)
         evaluated = is_eval_epoch(epoch, cfg.epochs, cfg.eval_every)

@@ -42,7 +42,8 @@ class Trainer:
         self.augment = BatchAugment(settings) if any(s.active for s in settings) else None
         self.lam = {kind: [c.penalty.lam if penalty_kind(c) == kind else 0.0 for c in ctxs] for kind in ("l1", "l2")}
         self._penalties()
-        self.graphed = graph_wanted(ctxs[0].cfg.train.cuda_graph, self.device, None, log)
+        cfg = ctxs[0].cfg
+        self.graphed = graph_wanted(cfg.train.cuda_graph, self.device, None, log, lr_schedule=cfg.lr_schedule)
         self.graph: EpochGraph | None = None  # captured at the first epoch, again after members leave
 
     def _penalties(self) -> None:
