@@ -141,6 +141,35 @@ def _normalise_block(h: torch.Tensor, i: int, p: _Weights, rows: slice, norm: No
     return torch.addcmul(shift.unsqueeze(2) - mean.unsqueeze(2) * scale, h, scale)
 
 
+def _stacked_tensors(members: Sequence[MLP], has_norm: bool) -> tuple[list[torch.Tensor], ...]:
+    """The members' tensors stacked (K, ...), new tensors (the members' own stay theirs): the trained ones in
+    the order of ``MLP.parameters()`` (each Linear's weight and bias, then, in a stack with norms, its
+    norm's gain and shift), and the hidden layers' BatchNorm running means and variances (none without)."""
+    linears = [list(m.linear_layers().values()) for m in members]
+    norm_layers = [_norm_layers(m) for m in members]
+
+    def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([t.detach() for t in tensors])
+
+    def norm_tensor(i: int, name: str, neutral: float) -> torch.Tensor:
+        """Hidden layer i's ``name`` (gain, shift, running statistic) of every member's norm, ``neutral``
+        for a member whose norm has none (it never reads the row; a mixed stack keeps one layout)."""
+        like = linears[0][i].bias
+        return stack([getattr(ns[i], name) if ns and getattr(ns[i], name, None) is not None
+                      else torch.full_like(like, neutral) for ns in norm_layers])
+
+    params = []
+    hidden = range(len(linears[0]) - 1 if has_norm else 0)
+    for i in range(len(linears[0])):
+        params += [stack([ls[i].weight for ls in linears]), stack([ls[i].bias for ls in linears])]
+        if i in hidden:
+            params += [norm_tensor(i, "weight", 1.0), norm_tensor(i, "bias", 0.0)]
+    batchnorm = any(isinstance(n, nn.BatchNorm1d) for ns in norm_layers for n in ns)
+    running_mean = [norm_tensor(i, "running_mean", 0.0) for i in hidden] if batchnorm else []
+    running_var = [norm_tensor(i, "running_var", 1.0) for i in hidden] if batchnorm else []
+    return params, running_mean, running_var
+
+
 class StackedMLP:
     """The weights of K MLPs of one architecture, stacked; ``dropout`` is each member's p."""
 
@@ -148,29 +177,8 @@ class StackedMLP:
         self.norms = [norm_of(m) for m in members]
         self.norm_blocks = blocks(self.norms)
         self.has_norm = any(n.kind != "none" for n in self.norms)
-        linears = [list(m.linear_layers().values()) for m in members]
-        norm_layers = [_norm_layers(m) for m in members]
-
-        def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([t.detach() for t in tensors])  # a new tensor: the members' own stay theirs
-
-        def norm_tensor(i: int, name: str, neutral: float) -> torch.Tensor:
-            """Hidden layer i's ``name`` (gain, shift, running statistic) of every member's norm, ``neutral``
-            for a member whose norm has none (it never reads the row; a mixed stack keeps one layout)."""
-            like = linears[0][i].bias
-            return stack([getattr(ns[i], name) if ns and getattr(ns[i], name, None) is not None
-                          else torch.full_like(like, neutral) for ns in norm_layers])
-
-        per_layer = []  # the order of MLP.parameters(): each Linear's weight and bias, then its norm's gain and shift
-        hidden = range(len(linears[0]) - 1 if self.has_norm else 0)
-        for i in range(len(linears[0])):
-            per_layer += [stack([ls[i].weight for ls in linears]), stack([ls[i].bias for ls in linears])]
-            if i in hidden:
-                per_layer += [norm_tensor(i, "weight", 1.0), norm_tensor(i, "bias", 0.0)]
-        self._set_parameters(per_layer)
-        batchnorm = any(n.kind == "batchnorm" for n in self.norms)
-        self.running_mean = [norm_tensor(i, "running_mean", 0.0) for i in hidden] if batchnorm else []
-        self.running_var = [norm_tensor(i, "running_var", 1.0) for i in hidden] if batchnorm else []
+        params, self.running_mean, self.running_var = _stacked_tensors(members, self.has_norm)
+        self._set_parameters(params)
         self.dropout = [float(p) for p in dropout]
         self._dropout_span()
 
