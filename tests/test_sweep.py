@@ -28,7 +28,7 @@ from tests.conftest import compose_config, one_error_line, read_result, run_trai
 
 FAST = ("epochs=3", "data.train_fraction=0.01", "monitor=none")
 #: Every search-space entry fixed but the learning rate: trials differ only where a test wants.
-FIXED = ("regularizer=none", "augment=none", "model/norm=none", "model.dropout=0.0")
+FIXED = ("regularizer=none", "augment=none", "model/norm=none", "model.dropout=0.0", "lr_schedule=cosine")
 DEPENDENT = {
     "regularizer.lam": ("regularizer", {"l1", "l2"}),
     "augment.noise_sigma": ("augment", {"noise", "noise_affine"}),
