@@ -20,6 +20,7 @@ from hreg.engines import fit
 from hreg.hooks import Hook
 from hreg.result import RunResult
 from hreg.run import run, train
+from hreg.saved_run import load_run_config
 from tests.conftest import compose_config, events, read_result, run_cli, start_train
 
 RUN = ("epochs=100", "eval_every=10", "checkpoint.every=10", "model.dropout=0.2", "augment=noise",
@@ -236,6 +237,18 @@ def test_saved_run_is_evaluated_without_training(tmp_path):
     evaluation = json.loads((run_dir / "eval_best.json").read_text())
     assert evaluation["epoch"] == result.best["epoch"] and evaluation["test_acc"] == result.best["test_acc"]
     assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == saved, "nothing trained"
+
+
+def test_a_run_saved_before_lr_schedule_existed_is_read_at_a_constant_rate(tmp_path):
+    run_dir, result = saved_run(tmp_path, "epochs=3")
+    config_file = run_dir / ".hydra" / "config.yaml"
+    old = OmegaConf.load(config_file)
+    del old["lr_schedule"]
+    config_file.write_text(OmegaConf.to_yaml(old))
+    assert load_run_config(run_dir, None).lr_schedule == "constant"
+    proc = run_cli("hreg-eval", str(run_dir), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert f"test acc {result.best['test_acc']:.4f}" in proc.stdout
 
 
 def test_nan_loss_stops_the_run_with_status_diverged(run_dir):
