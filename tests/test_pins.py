@@ -83,6 +83,31 @@ def test_each_sampler_of_the_plugin_builds_on_todays_optuna_without_a_warning(na
     assert "sampler" in ConfigStore.instance().list("hydra/sweeper")
 
 
+def relative_space(sampler: optuna.samplers.BaseSampler) -> set[str]:
+    """The parameters ``sampler`` models jointly for a next trial, after trials on a conditional space."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        if trial.suggest_categorical("regularizer", ["none", "l2"]) == "l2":
+            return lr - trial.suggest_float("lam", 1e-6, 1e-2, log=True)
+        return lr
+
+    study.optimize(objective, n_trials=12)
+    return set(sampler.infer_relative_search_space(study, study.ask()))
+
+
+def test_the_default_tpe_models_conditional_parameters_jointly_and_one_override_turns_it_off():
+    """hreg's default ``group=True`` (sampler.DEFAULTS): ``lam``, drawn only with l2, is modelled with the
+    parameters beside it; without it, TPE models jointly only what every trial draws."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # hreg's own experimental default is not announced in every search
+        grouped = sampler_factory(sampler_node("hydra.sweeper.sampler.seed=0"), "tpe")()
+    assert "lam" in relative_space(grouped)
+    plain = sampler_factory(sampler_node("hydra.sweeper.sampler.seed=0", "+hydra.sweeper.sampler.group=false"), "tpe")
+    assert relative_space(plain()) == {"lr", "regularizer"}
+
+
 def test_the_grid_sampler_takes_its_choices_and_a_removed_sampler_is_refused_in_one_line():
     sampler = sampler_factory(sampler_node("hydra/sweeper/sampler=grid"), "grid")({"x": [1, 2, 3]})
     assert isinstance(sampler, optuna.samplers.GridSampler)

@@ -9,18 +9,27 @@ defaults do the rest. An argument set by the user that the class does not take
 is refused in one line, and so is a class that no longer exists: the line names
 the replacement. Any class works with ``_target_``
 (``hydra.sweeper.sampler._target_=optuna.samplers.GPSampler``).
+
+hreg adds its own defaults (``DEFAULTS``) where the user set nothing: TPE with
+``group=True``, which models each parameter that applies only to some trials
+(``lam`` with ``l1``/``l2``, the elastic field's with elastic augmentation) with
+the parameters it is drawn beside, instead of sampling it independently; the
+default search finds better models with it (benchmarks/README.md,
+``bench_quality.py``). ``+hydra.sweeper.sampler.group=false`` turns it off.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import ExperimentalWarning
 
 from hreg.search.study import SearchError
 
@@ -30,6 +39,12 @@ if TYPE_CHECKING:
 #: Samplers that Optuna removed, and what replaces each.
 REMOVED = {
     "optuna.samplers.MOTPESampler": "hydra/sweeper/sampler=tpe (TPESampler handles several objectives since Optuna 3)",
+}
+
+#: hreg's arguments for a sampler class, where the user set none of them (Optuna marks ``group`` experimental:
+#: its warning is not shown for hreg's own default).
+DEFAULTS = {
+    "optuna.samplers.TPESampler": {"group": True},
 }
 
 
@@ -59,7 +74,9 @@ def sampler_factory(node: DictConfig, choice: str | None) -> Callable[..., Any]:
         cls = get_class(target)
     except Exception:
         raise SearchError(f"hydra.sweeper.sampler._target_={target}: no such class in this Optuna") from None
-    arguments = set_arguments(node, choice)
+    given = set_arguments(node, choice)
+    ours = {name: value for name, value in DEFAULTS.get(target, {}).items() if name not in given}
+    arguments = {**ours, **given}
     accepted = inspect.signature(cls).parameters
     for name, value in arguments.items():
         if name not in accepted:
@@ -67,7 +84,10 @@ def sampler_factory(node: DictConfig, choice: str | None) -> Callable[..., Any]:
 
     def build(*args: Any) -> Any:
         try:
-            return cls(*args, **arguments)
+            with warnings.catch_warnings():
+                for name in ours:
+                    warnings.filterwarnings("ignore", f"Argument ``{name}``", ExperimentalWarning)
+                return cls(*args, **arguments)
         except (TypeError, ValueError) as error:
             raise SearchError(f"hydra.sweeper.sampler ({target}): {error}") from None
 
