@@ -146,8 +146,10 @@ def test_a_study_written_by_optuna_2_10_is_upgraded_on_resume_with_one_line(tmp_
     old_database(sweep_dir / "optuna.db")
     with pytest.raises(RuntimeError, match="optuna storage upgrade"):  # as Optuna itself refuses it
         optuna.storages.RDBStorage(database_url(sweep_dir))
+    # The old study searched the learning rate from 1e-4 (the default then): resumed on the same space.
     proc = run_train("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=5", "epochs=2", "data.train_fraction=0.01",
-                     "monitor=none", "regularizer=none", "augment=none", "model/norm=none", cwd=tmp_path)
+                     "monitor=none", "regularizer=none", "augment=none", "model/norm=none", "search.space.lr.low=1e-4",
+                     cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     upgrades = [line for line in (proc.stdout + proc.stderr).splitlines() if "written by an older Optuna" in line]
     assert len(upgrades) == 1 and "v2.6.0.a" in upgrades[0], upgrades
