@@ -7,7 +7,8 @@ loop (`train.cuda_graph=false`), for a GPU (add `device=cuda`);
 ``--compare fused``: Adam's fused kernel (the config's default) against torch's default (`optimizer.fused=false`);
 ``--compare startup --epochs 1``: `train.py epochs=1 monitor=none device=cpu`, the start-up of a run;
 ``--compare floor``: `train.py monitor=none` against the run's floor (floor.py: its FLOPs at this CPU's
-best GEMM rate, measured just before each run), the ratio the epoch's speed is judged by.
+best GEMM rate, measured just before each run), the ratio the epoch's speed is judged by, and against
+its matrix products alone at the run's own shapes (``floor.run_gemm_seconds``, measured beside it).
 
 The two variants run alternately, REPEATS times each, in fresh processes, and it prints
 the medians: the whole process (start-up, data, training, evaluation, logging), where it
@@ -33,7 +34,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from floor import peak_rate, run_flops
+from floor import peak_rate, run_flops, run_gemm_seconds
+from hreg.metrics import EVAL_CHUNK
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_EVERY = 10  # conf/config.yaml's
@@ -72,6 +74,12 @@ def one_run(workdir: Path, name: str, overrides: list[str]) -> dict[str, float]:
             "val_acc": result["final"]["val_acc"]}
 
 
+def measure_floors(epochs: int) -> dict[str, float]:
+    """The run's floor (its FLOPs at the best GEMM rate) and its matrix products' time at its shapes, in seconds."""
+    return {"floor_s": run_flops(epochs, EVAL_EVERY) / peak_rate(),
+            "gemm_s": run_gemm_seconds("cpu", EVAL_CHUNK["cpu"], epochs, EVAL_EVERY)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", choices=list(COMPARISONS), default="logging")
@@ -85,10 +93,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for i, (name, extra) in enumerate(variants.items()):
-                floor = run_flops(args.epochs, EVAL_EVERY) / peak_rate() if args.compare == "floor" else None
-                samples[name].append(one_run(Path(tmp), f"{repeat}-{i}", base + extra))
-                if floor is not None:
-                    samples[name][-1] |= {"floor_s": floor, "x_floor": samples[name][-1]["loop_s"] / floor}
+                floors = measure_floors(args.epochs) if args.compare == "floor" else {}
+                samples[name].append(one_run(Path(tmp), f"{repeat}-{i}", base + extra) | floors)
+                if floors:
+                    samples[name][-1] |= {"x_floor": samples[name][-1]["loop_s"] / floors["floor_s"],
+                                          "x_gemm": samples[name][-1]["loop_s"] / floors["gemm_s"]}
                 print(f"  {name} #{repeat + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     print(f"{args.repeats} runs each, alternating, `train.py {' '.join(base)}`:")
@@ -102,7 +111,9 @@ def main() -> None:
         if "floor_s" in m:
             print(f"{name}: training loop {m['loop_s']:.1f} s, floor {m['floor_s']:.1f} s "
                   f"({run_flops(args.epochs, EVAL_EVERY) / 1e12:.2f} TFLOP at the best GEMM rate measured just "
-                  f"before each run): {m['x_floor']:.2f}x the floor (median of the per-run ratios)")
+                  f"before each run): {m['x_floor']:.2f}x the floor (median of the per-run ratios); its matrix "
+                  f"products alone at the run's shapes {m['gemm_s']:.1f} s ({m['gemm_s'] / m['floor_s']:.2f}x the "
+                  f"floor), the loop {m['x_gemm']:.2f}x them")
     if len(medians) == 2:
         first, second = medians.values()
         print(f"first / second: training loop {first['loop_s'] / second['loop_s']:.3f}x; "

@@ -5,11 +5,18 @@ MLP 784-100-100-100-10, forward and twice-forward backward of every training ima
 and one forward of train + val + test (70000 images) at every evaluated epoch. The rate is the best
 of large square fp32 matmuls with all threads. Shared by ``bench_run.py --compare floor`` and
 ``bench_epoch.py``; ``sync`` by every benchmark that times GPU work in its own process.
+
+``gemm_seconds`` is a second, stricter floor: the run's own matrix products at the shapes the run
+gives them (batches of 300, 100-wide layers, evaluation chunks), replayed with nothing between them.
+What a run takes beyond it is the work around the products (optimizer, activations, gathers,
+dispatch); what it takes below the first floor and above this one is the products' shapes.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -21,6 +28,9 @@ WIDTHS = (784, 100, 100, 100, 10)
 MACS_PER_IMAGE = sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:]))
 TRAIN_IMAGES = 3000
 EVALUATED_IMAGES = 70000
+#: The evaluated splits' sizes (train, val, test): each is evaluated in chunks of its own.
+SPLITS = (3000, 57000, 10000)
+BATCH = 300
 
 
 def train_epoch_flops(images: int = TRAIN_IMAGES) -> float:
@@ -54,6 +64,66 @@ def peak_rate(device: torch.device | str = "cpu", size: int = 2048, reps: int = 
         sync(device)
         best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
     return best
+
+
+def gemm_seconds(device: torch.device | str, chunk: int, tries: int = 5) -> tuple[float, float]:
+    """Seconds of one training epoch's and one evaluation's matrix products alone (best of ``tries``)."""
+    epoch, evaluation = gemm_work(device, chunk)
+    return best_seconds(epoch, device, tries, reps=10), best_seconds(evaluation, device, tries, reps=1)
+
+
+def gemm_work(device: torch.device | str, chunk: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One training epoch's and one evaluation's matrix products, replayed alone at the run's shapes.
+
+    The products are the ones torch runs for the native loop: per batch, each layer's forward
+    ``addmm(bias, x, W.t())``, and in backward its weight gradient ``g.t() @ x`` and (but for the
+    first layer, whose input needs none) its input gradient ``g @ W``; per evaluation, each layer's
+    forward over every split in chunks of ``chunk`` rows. Operands are random: a product's time does
+    not depend on its values (denormals aside, which the run flushes).
+    """
+    weights = [torch.randn(out, into, device=device) * 0.05 for into, out in zip(WIDTHS, WIDTHS[1:])]
+    biases = [torch.zeros(out, device=device) for out in WIDTHS[1:]]
+    acts = [torch.randn(BATCH, width, device=device) for width in WIDTHS]
+    images = [torch.randn(rows, WIDTHS[0], device=device) for rows in SPLITS]
+
+    def epoch() -> None:
+        for _ in range(TRAIN_IMAGES // BATCH):
+            for layer, (w, b) in enumerate(zip(weights, biases)):
+                torch.addmm(b, acts[layer], w.t())
+            for layer, w in enumerate(weights):
+                grad = acts[layer + 1]
+                grad.t().mm(acts[layer])
+                if layer:
+                    grad.mm(w)
+
+    def evaluation() -> None:
+        for split in images:
+            for rows in split.split(chunk):
+                for w, b in zip(weights, biases):
+                    rows = torch.addmm(b, rows, w.t())
+
+    return epoch, evaluation
+
+
+def best_seconds(work: Callable[[], None], device: torch.device | str, tries: int, reps: int) -> float:
+    """The shortest time of ``work`` (seconds a call) over ``tries`` timings of ``reps`` calls, after a warm-up."""
+    work()
+    best = math.inf
+    for _ in range(tries):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            work()
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / reps)
+    return best
+
+
+def run_gemm_seconds(device: torch.device | str, chunk: int, epochs: int = 1000, eval_every: int = 10) -> float:
+    """Seconds of a run's matrix products alone at its shapes: every epoch's and every evaluation's."""
+    epoch, evaluation = gemm_seconds(device, chunk)
+    evaluations = sum(is_eval_epoch(e, epochs, eval_every) for e in range(1, epochs + 1))
+    return epochs * epoch + evaluations * evaluation
 
 
 def sync(device: torch.device | str) -> None:
