@@ -43,27 +43,21 @@ def eval_flops(images: int = EVALUATED_IMAGES) -> float:
     return 2 * MACS_PER_IMAGE * images
 
 
+def evaluations(epochs: int = 1000, eval_every: int = 10) -> int:
+    """How many epochs of a run are evaluated (hreg's schedule: the first, the last and every ``eval_every``)."""
+    return sum(is_eval_epoch(e, epochs, eval_every) for e in range(1, epochs + 1))
+
+
 def run_flops(epochs: int = 1000, eval_every: int = 10) -> float:
-    """FLOPs of a run: every epoch trained, the evaluated epochs (hreg's schedule) evaluated."""
-    evaluations = sum(is_eval_epoch(e, epochs, eval_every) for e in range(1, epochs + 1))
-    return epochs * train_epoch_flops() + evaluations * eval_flops()
+    """FLOPs of a run: every epoch trained, the evaluated epochs evaluated."""
+    return epochs * train_epoch_flops() + evaluations(epochs, eval_every) * eval_flops()
 
 
 def peak_rate(device: torch.device | str = "cpu", size: int = 2048, reps: int = 10, tries: int = 3) -> float:
     """The device's best fp32 GEMM rate (FLOP/s) over ``tries`` timings of ``reps`` square matmuls."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    best = 0.0
-    for _ in range(tries):
-        for _ in range(3):
-            a @ b
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
-    return best
+    return 2 * size**3 / best_seconds(lambda: a @ b, device, tries, reps)
 
 
 def gemm_seconds(device: torch.device | str, chunk: int, tries: int = 5) -> tuple[float, float]:
@@ -105,11 +99,12 @@ def gemm_work(device: torch.device | str, chunk: int) -> tuple[Callable[[], None
     return epoch, evaluation
 
 
-def best_seconds(work: Callable[[], None], device: torch.device | str, tries: int, reps: int) -> float:
-    """The shortest time of ``work`` (seconds a call) over ``tries`` timings of ``reps`` calls, after a warm-up."""
-    work()
+def best_seconds(work: Callable[[], object], device: torch.device | str, tries: int, reps: int) -> float:
+    """The shortest time of ``work`` (seconds a call) over ``tries`` timings of ``reps`` calls, after warm-ups."""
     best = math.inf
     for _ in range(tries):
+        for _ in range(3):
+            work()
         sync(device)
         start = time.perf_counter()
         for _ in range(reps):
@@ -122,8 +117,7 @@ def best_seconds(work: Callable[[], None], device: torch.device | str, tries: in
 def run_gemm_seconds(device: torch.device | str, chunk: int, epochs: int = 1000, eval_every: int = 10) -> float:
     """Seconds of a run's matrix products alone at its shapes: every epoch's and every evaluation's."""
     epoch, evaluation = gemm_seconds(device, chunk)
-    evaluations = sum(is_eval_epoch(e, epochs, eval_every) for e in range(1, epochs + 1))
-    return epochs * epoch + evaluations * evaluation
+    return epochs * epoch + evaluations(epochs, eval_every) * evaluation
 
 
 def sync(device: torch.device | str) -> None:
