@@ -5,7 +5,8 @@
   config module: the ``OptunaSweeperConf`` schema and the ``hydra/sweeper/sampler`` group.
 - Optuna 5: the public storage, study and distribution APIs that the sweep loop and
   the jobs call, and an old study database upgraded on resume.
-- Nothing in ``src/`` reaches for a private name of another package.
+- Nothing in ``src/`` reaches for a private name of another package, but for the few in ``PINNED``,
+  each held by a test of its behaviour.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from hydra.core.config_store import ConfigStore
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
+from torch import nn
 
+from hreg.checkpoint import copied
+from hreg.model import MLP
 from hreg.search.sampler import sampler_factory
 from hreg.search.study import HREG_SWEEPER, SearchError, database_url, open_storage
 from tests.conftest import REPO, compose_config, one_error_line, run_cli, run_train
@@ -36,25 +41,59 @@ def old_database(path: Path) -> None:
         db.executescript(OLD_DATABASE.read_text())
 
 
+#: Hydra's reserved config keys (``cfg._target_``): underscored, but not private names.
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+_STACKED_STEP = "tests/test_stacked.py::test_stacked_optimizer_steps_as_torch_does_with_each_members_numbers"
+#: Private names that hreg uses on purpose, and the test that fails if their library changes them. The stack's
+#: step calls torch's fused kernels on the rows of each block of members (no public call takes a learning rate
+#: per member); a copied state_dict keeps torch's module versions, which ``load_state_dict`` reads.
+PINNED = {
+    "_fused_adam_": _STACKED_STEP,
+    "_fused_adamw_": _STACKED_STEP,
+    "_fused_sgd_": _STACKED_STEP,
+    "_metadata": "tests/test_pins.py::test_a_copied_state_dict_keeps_torchs_module_versions",
+}
+
+
 def test_nothing_in_src_uses_a_private_name_of_another_package():
-    """An underscored attribute (``x._name``, not ``_name_`` config keys) that hreg does not define is another
-    package's private API; so is a module path with an underscored part (``hydra_optuna_sweeper._impl``)."""
+    """An underscored attribute or keyword (``x._name``, ``f(_name=...)``; not Hydra's ``_target_`` keys) that hreg
+    does not define is another package's private API; so is a module path with an underscored part
+    (``hydra_optuna_sweeper._impl``). Only the names in PINNED may be used, and each has its test."""
     defined, used, modules = set(), {}, {}
     for path in (REPO / "src").rglob("*.py"):
+        where = str(path.relative_to(REPO))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
                 defined.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and node.attr not in PINNED:
                 defined.add(node.attr)
-            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("_"):
-                used.setdefault(node.attr, str(path.relative_to(REPO)))
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and node.attr not in HYDRA_KEYS:
+                used.setdefault(node.attr, where)
+            elif isinstance(node, ast.keyword) and node.arg and node.arg.startswith("_") and node.arg not in HYDRA_KEYS:
+                used.setdefault(node.arg, where)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 for name in names:
                     if any(part.startswith("_") and not part.startswith("__") for part in name.split(".")):
-                        modules[name] = str(path.relative_to(REPO))
-    assert {name: where for name, where in used.items() if name not in defined} == {}
+                        modules[name] = where
+    dunder = {name for name in used if name.startswith("__") and name.endswith("__")}
+    assert {name: where for name, where in used.items() if name not in defined | dunder | set(PINNED)} == {}
     assert modules == {}
+    assert set(PINNED) <= set(used), "a pinned name hreg no longer uses: drop it from PINNED"
+    for test in set(PINNED.values()):
+        file, name = test.split("::")
+        assert f"def {name}(" in (REPO / file).read_text(), f"{test} pins a private name: it must exist"
+
+
+def test_a_copied_state_dict_keeps_torchs_module_versions():
+    """``checkpoint.copied`` keeps a state_dict's ``_metadata`` (each module's version, which ``load_state_dict``
+    passes to the modules' loaders): torch must still attach it, and a copy must load as the original does."""
+    model = MLP(norm=nn.BatchNorm1d)
+    state = model.state_dict()
+    copy = copied(state)
+    assert state._metadata and copy._metadata == state._metadata and copy._metadata is not state._metadata
+    assert all(copy[key] is not value and torch.equal(copy[key], value) for key, value in state.items())
+    MLP(norm=nn.BatchNorm1d).load_state_dict(copy, strict=True)
 
 
 def test_hydra_sweeper_optuna_is_hregs_sweeper_on_the_plugins_schema():

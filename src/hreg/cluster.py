@@ -132,8 +132,14 @@ def _lost_job(job: Any) -> JobReturn:
         reason = f"{reason} ({state})"
     log.error("job %s (%s) ended without a result, so it failed: %s; its output: %s", job.job_id, " ".join(overrides),
               reason, job.paths.stderr)
-    return JobReturn(overrides=overrides, status=JobStatus.FAILED,
-                     _return_value=WorkerLost(f"submitit job {job.job_id} ended without a result: {reason}"))
+    return lost(overrides, f"submitit job {job.job_id} ended without a result: {reason}")
+
+
+def lost(overrides: Sequence[str], why: str) -> JobReturn:
+    """The failed JobReturn of a job whose worker was lost: ``WorkerLost(why)`` through Hydra's public setter."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    ret.return_value = WorkerLost(why)
+    return ret
 
 
 def _result(job: Any) -> JobReturn:
@@ -221,8 +227,7 @@ def collect(jobs: Sequence[Any], job_overrides: list[list[str]], heartbeats: Hea
                 log.error("job %s (%s) stopped its heartbeat for %d s, so it was cancelled and failed; its output: %s",
                           job.job_id, " ".join(job_overrides[i]), GRACE_BEATS * heartbeats.heartbeat_s,
                           job.paths.stderr)
-                returns[i] = JobReturn(overrides=job_overrides[i], status=JobStatus.FAILED,
-                                       _return_value=WorkerLost(f"submitit job {job.job_id}: no heartbeat"))
+                returns[i] = lost(job_overrides[i], f"submitit job {job.job_id}: no heartbeat")
         if len(returns) < len(jobs):
             time.sleep(POLL_S)
     return [returns[i] for i in range(len(jobs))]
