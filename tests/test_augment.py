@@ -149,7 +149,7 @@ def test_elastic_fields_have_each_members_spread_and_smoothness():
     augment = BatchAugment(members)
     augment._tensors(torch.device("cpu"), 28, 28)
     torch.manual_seed(0)
-    fields = torch.cat([augment._elastic_field(2, 2000, 28, 28, torch.device("cpu")) for _ in range(4)], dim=1)
+    fields = torch.cat([augment._elastic_field(2, 2000, torch.device("cpu")) for _ in range(4)], dim=1)
     for m, settings in enumerate(members):
         c = blur_covariance(settings.elastic_sigma)
         expected = (settings.elastic_alpha * 2 / 28) ** 2 / 3 * c[14, 14] * c  # of the middle row, in grid units

@@ -183,10 +183,10 @@ class BatchAugment:
         slope = torch.stack([cos, -sin], dim=2)  # (k, b, 2)
         planes = torch.addcmul(row[..., None], slope[..., None, None], xs)  # (k, b, 2, h, w)
         if self.any_elastic:
-            planes += self._elastic_field(k, b, h, w, device)
+            planes += self._elastic_field(k, b, device)
         return planes.permute(0, 1, 3, 4, 2)
 
-    def _elastic_field(self, k: int, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    def _elastic_field(self, k: int, b: int, device: torch.device) -> torch.Tensor:
         """Displacements (k, b, 2, h, w) in grid units: uniform noise smoothed per member's sigma, times alpha."""
         draws = 2 * self._draw((k, b, 2, self.basis_h.shape[-1], self.basis_w.shape[-1]), device) - 1
         # B_h G B_w^T per image and axis: the Gaussian blur of each member's own sigma, times its alpha

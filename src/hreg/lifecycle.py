@@ -137,7 +137,7 @@ class Lifecycle:
     def end(self, failure: BaseException | None = None) -> Ending:
         """Close the record however the run ended: status and exit code, every hook's ``on_end``, the file.
 
-        Every hook's ``on_end`` runs, in reverse order, even when one before it
+        Every hook's ``on_end`` runs, in the hooks' order, even when one before it
         raised (a pending ``best.pt`` must reach the disk whatever the TensorBoard
         writer did); an error among them is raised once all have run.
         """

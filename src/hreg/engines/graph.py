@@ -117,7 +117,8 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
 
 def graph_wanted(setting: str | bool, device: torch.device, optimizer: torch.optim.Optimizer | None,
                  log: logging.Logger, model: nn.Module | None = None, lr_schedule: str = "constant") -> bool:
-    """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` insists, ``false`` never."""
+    """Whether to capture epochs as CUDA graphs: ``auto`` wherever it can, ``true`` too but it logs why not where
+    it cannot (the eager loop trains then), ``false`` never."""
     if setting is False:
         return False
     reason = why_not_graphed(device, optimizer, model, lr_schedule)

@@ -121,9 +121,6 @@ class MNISTDataModule(L.LightningDataModule):
         """Train, val and test, whole, in that order (``SPLITS``); every process evaluates all of them."""
         return [self._whole(getattr(self.splits, name)) for name in SPLITS]
 
-    def test_dataloader(self) -> DataLoader:
-        return self._whole(self.splits.test)
-
     @staticmethod
     def _whole(split: Split) -> DataLoader:
         data = SplitBatches(split)
@@ -189,12 +186,6 @@ class RegularizedClassifier(L.LightningModule):
         # For the progress bar, ModelCheckpoint and EarlyStopping; TensorBoard gets them from hreg's monitor.
         self.log_dict({k: self.evaluated[k] for k in ("val_acc", "val_loss")}, prog_bar=True, logger=False,
                       sync_dist=True)
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self.model(x)
-        self.log_dict({"test_loss": F.cross_entropy(logits, y), "test_acc": (logits.argmax(dim=1) == y).float().mean()},
-                      batch_size=len(y))
 
     def _metrics(self) -> dict[str, float]:
         metrics = {}

@@ -9,5 +9,6 @@
 - ``pool``: the launcher interface that asks for jobs one by one; ``pruners``: ``RungPruner``.
 - ``outage``: riding through a database that does not answer; ``heartbeat``: finding vanished workers.
 - ``callback``: the Hydra callback that sets the sweep directory and launcher, checks the search,
-  resumes its study and writes its summary; ``summary``: the trial table and plots, ``hreg-study``.
+  resumes its study and writes its summary; ``summary``: the trial table and plots, ``hreg-study``;
+  ``learned``: which parameters mattered; ``history``: ``optimization_history.png``, every trial in it.
 """

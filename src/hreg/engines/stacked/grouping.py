@@ -1,20 +1,21 @@
 """Which jobs can train together as one stack, and how many members a stack may hold.
 
-Jobs stack when they share what gives every member the same shapes and the
-same schedule: the model's layer sizes, the optimizer class, the batch size,
-the training-set size, the number of epochs, the evaluation cadence, the device
-and ``train.cuda_graph``; off a GPU, the normalisation too (its kind and
-settings). Everything else may differ member by member: seeds and splits,
-normalisation on a GPU (none, BatchNorm, LayerNorm: a stack normalises each
-run of members with one as a block; on a GPU, where a small stack's epoch is
-bound by kernel launches, one stack should beat three; on this project's CPU
-a mixed stack took 1.10x and 1.28x the training time of the separate ones, so
-there they stay apart), learning rate and the optimizer's other numbers, penalty kind and strength,
-dropout, augmentation kind and strengths, and every per-run setting
-(objective, TensorBoard, checkpoints, early stopping, Optuna trial). A job
-whose config uses something the stacked engine does not implement (another
-model, norm, penalty or augmentation class, an optimizer option such as
-amsgrad) gets no key: it runs alone, through the native loop.
+Jobs stack when they share what gives every member the same shapes and the same
+schedule: the model's layer sizes, the optimizer class, the batch size, the
+training-set size, the number of epochs, the evaluation cadence, the
+learning-rate schedule, the device and ``train.cuda_graph``; off a GPU, the
+normalisation too (its kind and settings). Everything else may differ member by
+member: seeds and splits, normalisation on a GPU (none, BatchNorm, LayerNorm: a
+stack normalises each run of members with one as a block; on a GPU, where a
+small stack's epoch is bound by kernel launches, one stack should beat three; on
+a CPU a mixed stack trained slower than the separate ones
+(``bench_stacked.py --parts mixed``), so there they stay apart), learning rate
+and the optimizer's other numbers, penalty kind and strength, dropout,
+augmentation kind and strengths, and every per-run setting (objective,
+TensorBoard, checkpoints, early stopping, Optuna trial). A job whose config uses
+something the stacked engine does not implement (another model, norm, penalty or
+augmentation class, an optimizer option such as amsgrad) gets no key: it runs
+alone, through the native loop.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ class ReluDropout(torch.autograd.Function):
     The output alone gives the gradient: where it is positive the unit was active and kept, and its
     gradient is the incoming one times the row's 1 / keep rate; elsewhere it is zero.
     So neither a mask nor another copy of the activations is kept, and the rows without dropout cost
-    nothing beyond the ReLU (a mask of ones over the whole stack, as first written, made 3 members
-    with dropout in a stack of 12 cost a quarter of its epoch).
+    nothing beyond the ReLU (a mask of ones over the whole stack, as first written, made a few members
+    with dropout slow down every member of their stack).
     """
 
     @staticmethod
@@ -122,8 +122,7 @@ def _normalise(h: torch.Tensor, i: int, p: _Weights, training: bool) -> torch.Te
 def _normalise_block(h: torch.Tensor, i: int, p: _Weights, rows: slice, norm: Norm,
                      training: bool) -> torch.Tensor:
     """BatchNorm1d or LayerNorm (or nothing) of the activations h of the members ``rows``, with their
-    own affine parameters, by torch's fused kernels (three times faster here than the arithmetic
-    written out)."""
+    own affine parameters, by torch's fused kernels (faster than the arithmetic written out)."""
     if norm.kind == "none":
         return h
     gain, shift = p.gains[i][rows], p.shifts[i][rows]
