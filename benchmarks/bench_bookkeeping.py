@@ -19,6 +19,7 @@ import argparse
 import random
 import tempfile
 import timeit
+from collections.abc import Callable
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -53,8 +54,8 @@ def main() -> None:
     def new_record() -> RunResult:
         return RunResult("val_acc", {"model": {"hidden": [100, 100, 100]}, "seed": 0}, epochs=1000)
 
-    def saves(encode) -> None:
-        """A run's saves: an evaluation recorded, then the record encoded, as ``loop.end_epoch`` does."""
+    def saves(encode: Callable[[RunResult], object]) -> None:
+        """A run's saves: an evaluation recorded, then the record encoded, as ``Lifecycle.end_epoch`` does."""
         record = new_record()
         for metrics in evaluations:
             record.record(dict(metrics))

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from floor import sync
@@ -81,7 +82,7 @@ def throughput(device: str, repeats: int, sizes: list[int], epochs: int) -> None
             footprint[k] = (memory() - before) / 2**20  # the stack's own: members, a batch, an evaluation
             trainers[f"stack of {k}, {mode}"] = (k, stack.train_epoch)
 
-    def rate(k: int, epoch) -> float:
+    def rate(k: int, epoch: Callable[[], object]) -> float:
         epoch()  # warm-up (a graph is captured here)
         sync(device)
         started = time.perf_counter()

@@ -25,7 +25,7 @@ from hreg.regularizer import KINDS as REGULARIZERS
 from hreg.result import OBJECTIVES
 from hreg.schedule import LR_SCHEDULES
 
-__all__ = ["ConfigError", "validate", "validate_launcher"]
+__all__ = ["RUN_CONFIG_KEYS", "given", "is_integer", "is_number", "is_run_config", "validate", "validate_launcher"]
 
 
 #: What an hreg run's config holds at the top level (train.py writes all of them to .hydra/config.yaml).
@@ -46,11 +46,13 @@ def given(overrides: Any) -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool (YAML's ``true`` is no number)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An int, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -65,7 +67,7 @@ MNIST_PIXELS, MNIST_CLASSES = 784, 10
 
 
 def _seed(value: Any) -> bool:
-    return _integer(value) and 0 <= value < 2**32
+    return is_integer(value) and 0 <= value < 2**32
 
 
 @dataclass(frozen=True)
@@ -78,60 +80,60 @@ class Rule:
 
 
 RULES = [
-    Rule("epochs", "an integer >= 1", lambda v: _integer(v) and v >= 1),
-    Rule("eval_every", "an integer >= 1", lambda v: _integer(v) and v >= 1),
+    Rule("epochs", "an integer >= 1", lambda v: is_integer(v) and v >= 1),
+    Rule("eval_every", "an integer >= 1", lambda v: is_integer(v) and v >= 1),
     Rule("lr_schedule", *_one_of(LR_SCHEDULES)),
     Rule("seed", SEEDS, _seed),
     # Optional: the configs of runs saved before the setting existed have none (auto).
     Rule("threads", f"auto or an integer in [1, {MAX_THREADS}]",
-         lambda v: v == "auto" or (_integer(v) and 1 <= v <= MAX_THREADS), optional=True),
+         lambda v: v == "auto" or (is_integer(v) and 1 <= v <= MAX_THREADS), optional=True),
     Rule("overwrite", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule("objective", *_one_of(OBJECTIVES)),
-    Rule("data.batch_size", "an integer >= 1", lambda v: _integer(v) and v >= 1),
+    Rule("data.batch_size", "an integer >= 1", lambda v: is_integer(v) and v >= 1),
     Rule(
         "data.train_fraction",
         f"a number in (0, 1] that leaves at least one training image (>= {1 / (2 * MNIST_TRAIN_SIZE):.2g})",
-        lambda v: _number(v) and 0 < v <= 1 and train_size(v) >= 1,
+        lambda v: is_number(v) and 0 < v <= 1 and train_size(v) >= 1,
     ),
     Rule("data.seed", SEEDS, _seed),
     Rule("model.in_features", f"{MNIST_PIXELS} (MNIST's 28 x 28 pixels)", lambda v: v == MNIST_PIXELS),
     Rule("model.num_classes", f"{MNIST_CLASSES} (MNIST's digits)", lambda v: v == MNIST_CLASSES),
     Rule("model.norm", "null or a normalisation layer (model/norm=batchnorm or layernorm)",
          lambda v: isinstance(v, dict), optional=True),
-    Rule("model.norm.eps", "a number > 0", lambda v: _number(v) and v > 0, optional=True, nullable=False),
-    Rule("model.norm.momentum", "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1, optional=True),
-    Rule("model.dropout", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
-    Rule("model.hidden", "a non-empty list of integers >= 1", lambda v: len(v) > 0 and all(_integer(h) and h >= 1 for h in v)),
-    Rule("optimizer.lr", "a number > 0", lambda v: _number(v) and v > 0),
-    Rule("optimizer.momentum", "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1, optional=True, nullable=False),
+    Rule("model.norm.eps", "a number > 0", lambda v: is_number(v) and v > 0, optional=True, nullable=False),
+    Rule("model.norm.momentum", "a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1, optional=True),
+    Rule("model.dropout", "a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    Rule("model.hidden", "a non-empty list of integers >= 1", lambda v: len(v) > 0 and all(is_integer(h) and h >= 1 for h in v)),
+    Rule("optimizer.lr", "a number > 0", lambda v: is_number(v) and v > 0),
+    Rule("optimizer.momentum", "a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1, optional=True, nullable=False),
     Rule("optimizer.fused", "true or false", lambda v: isinstance(v, bool), optional=True),
-    Rule("optimizer.weight_decay", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True, nullable=False),
+    Rule("optimizer.weight_decay", "a number >= 0", lambda v: is_number(v) and v >= 0, optional=True, nullable=False),
     Rule("regularizer.kind", *_one_of(REGULARIZERS)),
-    Rule("regularizer.lam", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True, nullable=False),
-    Rule("augment.noise_sigma", "a number >= 0", lambda v: _number(v) and v >= 0, optional=True, nullable=False),
-    Rule("augment.degrees", "a number in [0, 180]", lambda v: _number(v) and 0 <= v <= 180, optional=True, nullable=False),
-    Rule("augment.translate", "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1, optional=True, nullable=False),
-    Rule("augment.elastic_alpha", "a number >= 0 (pixels)", lambda v: _number(v) and v >= 0, optional=True, nullable=False),
-    Rule("augment.elastic_sigma", "a number in (0, 10] (pixels)", lambda v: _number(v) and 0 < v <= 10, optional=True, nullable=False),
+    Rule("regularizer.lam", "a number >= 0", lambda v: is_number(v) and v >= 0, optional=True, nullable=False),
+    Rule("augment.noise_sigma", "a number >= 0", lambda v: is_number(v) and v >= 0, optional=True, nullable=False),
+    Rule("augment.degrees", "a number in [0, 180]", lambda v: is_number(v) and 0 <= v <= 180, optional=True, nullable=False),
+    Rule("augment.translate", "a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1, optional=True, nullable=False),
+    Rule("augment.elastic_alpha", "a number >= 0 (pixels)", lambda v: is_number(v) and v >= 0, optional=True, nullable=False),
+    Rule("augment.elastic_sigma", "a number in (0, 10] (pixels)", lambda v: is_number(v) and 0 < v <= 10, optional=True, nullable=False),
     Rule("augment.per_image", "true or false", lambda v: isinstance(v, bool), optional=True),
     Rule(
         "augment.scale",
         "a pair [min, max] with 0 < min <= max",
-        lambda v: len(v) == 2 and all(_number(s) for s in v) and 0 < v[0] <= v[1],
+        lambda v: len(v) == 2 and all(is_number(s) for s in v) and 0 < v[0] <= v[1],
         optional=True,
         nullable=False,
     ),
     Rule("monitor", "null or a monitor (monitor=tensorboard or none)", lambda v: isinstance(v, dict), optional=True),
     Rule("monitor.histograms", "an integer >= 2 (the first and the last epoch)",
-         lambda v: _integer(v) and v >= 2, optional=True, nullable=False),
+         lambda v: is_integer(v) and v >= 2, optional=True, nullable=False),
     Rule("monitor.hparams", "true or false", lambda v: isinstance(v, bool), optional=True, nullable=False),
-    Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: _integer(v) and v >= 0),
-    Rule("early_stopping.patience", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
+    Rule("checkpoint.every", "an integer >= 0 (0: only at the end)", lambda v: is_integer(v) and v >= 0),
+    Rule("early_stopping.patience", "null or an integer >= 1", lambda v: is_integer(v) and v >= 1, optional=True),
     Rule("device.name", *_one_of(DEVICES)),
     Rule("engine.name", *_one_of(ENGINES)),
     Rule("train.cuda_graph", "one of auto, true, false", lambda v: v in ("auto", True, False)),
-    Rule("search.outage_limit_s", "a number > 0 (seconds)", lambda v: _number(v) and v > 0, optional=True, nullable=False),
-    Rule("search.heartbeat_s", "null or an integer >= 1 (seconds)", lambda v: _integer(v) and v >= 1, optional=True),
+    Rule("search.outage_limit_s", "a number > 0 (seconds)", lambda v: is_number(v) and v > 0, optional=True, nullable=False),
+    Rule("search.heartbeat_s", "null or an integer >= 1 (seconds)", lambda v: is_integer(v) and v >= 1, optional=True),
 ]
 
 
@@ -148,8 +150,8 @@ def _batchnorm_batch_of_one(cfg: DictConfig) -> ConfigError | None:
 
 #: The settings of hreg's own launchers (``hydra.launcher.*``); a multirun checks them before any job.
 LAUNCHER_RULES = [
-    Rule("max_members", "null or an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True),
-    *(Rule(key, f"an integer >= {low}", lambda v, low=low: _integer(v) and v >= low, optional=True) for key, low in (
+    Rule("max_members", "null or an integer >= 1", lambda v: is_integer(v) and v >= 1, optional=True),
+    *(Rule(key, f"an integer >= {low}", lambda v, low=low: is_integer(v) and v >= low, optional=True) for key, low in (
         # The submitit launchers' (Hydra already refuses a value of the wrong type; null where it may be).
         ("timeout_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0), ("tasks_per_node", 1), ("mem_gb", 1),
         ("nodes", 1), ("cpus_per_gpu", 1), ("gpus_per_task", 0), ("signal_delay_s", 0), ("max_num_timeout", 0),

@@ -10,6 +10,7 @@ trial number and against the time since the search began.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import matplotlib
 
@@ -46,7 +47,7 @@ def best_so_far(points: list[tuple[float, float]], maximize: bool) -> tuple[list
     return xs, ys
 
 
-def plot_history(study: optuna.Study, path) -> bool:
+def plot_history(study: optuna.Study, path: Path) -> bool:
     """Draw the history into ``path``; False (nothing drawn) when no trial has reported a value."""
     trials = [t for t in study.trials if last_value(t) is not None]
     if not trials:

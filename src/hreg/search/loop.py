@@ -63,17 +63,25 @@ def run_record(run_dir: str | None) -> RunResult | None:
         return None
 
 
+def ended_run(storage: BaseStorage, trial_id: int, run_dir: str | None) -> RunResult | None:
+    """The record of the run in ``run_dir`` if it has ended, its end now recorded on trial ``trial_id`` as its
+    job would have (a job that could not reach the database, or a sweeper that stopped); else None."""
+    result = run_record(run_dir)
+    if result is None or not result.status.is_over:
+        return None
+    for key, attr in run_attrs(result).items():
+        storage.set_trial_system_attr(trial_id, key, attr)
+    return result
+
+
 def run_status(storage: BaseStorage, trial_id: int, ret: JobReturn) -> str | None:
     """The status a trial's run ended with: the one its job recorded on the trial, else the one its
-    ``result.json`` says (a job that could not reach the database: recorded on the trial now), else None."""
+    ``result.json`` says (``ended_run``), else None."""
     record = storage.get_trial(trial_id)
     status = record.system_attrs.get(STATUS_ATTR)
     if status is None:
-        result = run_record(record.system_attrs.get(RUN_DIR_ATTR) or ret_run_dir(ret))
-        if result is not None and result.status.is_over:
-            for key, attr in run_attrs(result).items():
-                storage.set_trial_system_attr(trial_id, key, attr)
-            status = result.status.value
+        result = ended_run(storage, trial_id, record.system_attrs.get(RUN_DIR_ATTR) or ret_run_dir(ret))
+        status = result.status.value if result is not None else None
     return status
 
 
