@@ -184,11 +184,24 @@ def test_parallel_trials_with_joblib_each_report_to_their_own_trial(tmp_path):
         (("regularizer.lam=interval(1e-5,1e-3)",), "search.space.lam.low"),
         (("objective=val_loss", "hydra.sweeper.direction=maximize"), "must be minimized"),
         (("objective=test_acc",), "objective='test_acc': must be one of val_acc, val_loss"),
+        (("hydra/sweeper/sampler=grid", "model.dropout=choice(0.0,0.1)"), "hydra.sweeper.custom_search_space=null"),
     ],
 )
 def test_a_mistaken_sweep_stops_with_one_line(tmp_path, args, message):
     proc = sweep(tmp_path, "bad", *args, expect_rc=2)
     assert message in one_error_line(proc)
+
+
+@pytest.mark.parametrize("without", ["hydra.sweeper.custom_search_space=null", "~search.space"])
+def test_a_search_of_the_command_lines_sweeps_only_tries_their_grid(tmp_path, without):
+    """Without search.space (either way), the grid sampler tries each point of the sweeps once, and nothing else."""
+    sweep(tmp_path, "grid", "hydra/sweeper/sampler=grid", without, "model.dropout=choice(0.0,0.1)",
+          "optimizer.lr=choice(0.001,0.003)", "hydra/launcher=basic")
+    _, study = load(tmp_path, "grid")
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    points = sorted((t.params["model.dropout"], t.params["optimizer.lr"]) for t in study.trials)
+    assert points == [(0.0, 0.001), (0.0, 0.003), (0.1, 0.001), (0.1, 0.003)]
+    assert all(set(t.params) == {"model.dropout", "optimizer.lr"} for t in study.trials)
 
 
 @pytest.mark.parametrize("given, launcher", [

@@ -13,8 +13,7 @@ it ends, this callback:
   the search space, the pruner), each mistake as one line;
 * holds the sweep directory (one sweep per study at a time) and resumes its
   study: trials a crash left running are failed, only the missing ones are asked;
-* fails a job that returned NaN (a diverged run) instead of letting the plugin
-  crash on telling it;
+* fails a job that returned NaN (a diverged run), with an error that says so;
 * writes the trial summary at the end (summary.py).
 """
 
@@ -38,12 +37,12 @@ from hreg.config import given, validate
 from hreg.cli import exit_on_error
 from hreg.engines import engine_name
 from hreg.result import OBJECTIVES, Status
-from hreg.search.space import check_conditional_sweeps, check_space
+from hreg.search.space import check_conditional_sweeps, check_space, entries
 from hreg.search.pool import on_pool
 from hreg.search.study import (
     OVERRIDES_ATTR, RUN_DIR_ATTR, STATUS_ATTR, SearchError, database_url, is_optuna, open_storage, storage_url,
 )
-from hreg.search.trial import build_pruner, pruner_key, run_attrs
+from hreg.search.trial import build_pruner, pruner_key
 
 log = logging.getLogger("hreg")
 
@@ -53,7 +52,7 @@ POOL_LAUNCHER = "stacked"
 
 
 class NonFiniteObjective(RuntimeError):
-    """A job returned NaN or infinity: its trial fails (the plugin itself would crash on telling NaN)."""
+    """A job returned NaN or infinity: its trial fails, and the sweep's log says why."""
 
 
 def _first_refused(target: str, settings: dict[str, Any]) -> str | None:
@@ -126,7 +125,7 @@ class OptunaSearch(Callback):
             return
         with exit_on_error("hreg"):
             validate(config)  # before the defaults below read config.objective
-            check_space(config.search.space)
+            check_space(entries(config))
             with read_write(config), open_dict(config):
                 self._apply_defaults(config)
                 check_pruner(config)
@@ -197,7 +196,7 @@ class OptunaSearch(Callback):
         """
         from optuna.trial import TrialState
 
-        from hreg.search.loop import end_trial, run_record
+        from hreg.search.loop import end_trial, ended_run
 
         sweeper = config.hydra.sweeper
         url = storage_url(sweeper.storage)
@@ -209,10 +208,8 @@ class OptunaSearch(Callback):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = trial.system_attrs.get(RUN_DIR_ATTR)
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            record = run_record(run_dir)
-            if record is not None and record.status.is_over:  # it ended while the sweeper could not tell it
-                for key, value in run_attrs(record).items():
-                    storage.set_trial_system_attr(trial_id, key, value)
+            record = ended_run(storage, trial_id, run_dir)
+            if record is not None:  # it ended while the sweeper could not tell it
                 state = end_trial(study, trial.number, record.status.value, record.objective_value())
                 log.info("optuna: trial %d ended (%s) after its sweeper stopped; told %s from its result.json",
                          trial.number, record.status.value, state)

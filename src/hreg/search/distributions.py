@@ -22,6 +22,7 @@ from optuna.trial import Trial
 
 from omegaconf import DictConfig
 
+from hreg.search.space import entries, suggest as suggest_entries
 from hreg.search.study import SearchError
 
 
@@ -112,7 +113,12 @@ class Space:
         self.extend, self.config = extend, config
 
     def grid(self) -> dict[str, list[Any]]:
-        """Every value the grid sampler tries, by parameter."""
+        """Every value the grid sampler tries, by parameter: the sweeps' only, so ``extend`` must draw nothing (a
+        grid cannot hold what it would draw in every trial)."""
+        if self.extend is not None and (self.extend is not suggest_entries or len(entries(self.config))):
+            raise SearchError("hydra/sweeper/sampler=grid: the grid holds the command line's choice() and range() "
+                              "sweeps only, and search.space would draw more in every trial; turn it off with "
+                              "~search.space or hydra.sweeper.custom_search_space=null")
         return {name: grid_choices(name, d) for name, d in self.distributions.items()}
 
     def draw(self, trial: Trial) -> list[str]:

@@ -9,12 +9,12 @@ parameters).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from hreg.config import is_integer, is_number
 from hreg.search.study import SearchError
 
 if TYPE_CHECKING:
@@ -49,20 +49,22 @@ def _sample(trial: Trial, entry: DictConfig) -> None:
         trial.suggest_int(name, entry.low, entry.high, log=entry.get("log", False), step=entry.get("step") or 1)
 
 
+def entries(cfg: DictConfig) -> DictConfig:
+    """``search.space``, empty where the user removed it (``~search.space``: only the command line's sweeps)."""
+    space = cfg.search.get("space")
+    return space if space is not None else OmegaConf.create({})
+
+
 def suggest(cfg: DictConfig, trial: Trial) -> None:
     """The sweeper's ``custom_search_space`` hook: sample ``search.space`` into ``trial``.
 
     Entries already set (sampled from a command-line sweep, or fixed by a plain
     override) are left alone; an entry whose ``when`` fails is not sampled.
     """
-    for entry in cfg.search.space.values():
+    for entry in entries(cfg).values():
         taken = entry.param in trial.params or entry.param in trial.user_attrs
         if not taken and _applies(cfg, trial, entry.get("when")):
             _sample(trial, entry)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _entry_problem(entry: Any) -> tuple[str, Any, str] | None:
@@ -80,7 +82,7 @@ def _entry_problem(entry: Any) -> tuple[str, Any, str] | None:
             return "choices", choices, "must be a non-empty list"
     else:
         low, high, log, step = entry.get("low"), entry.get("high"), entry.get("log", False), entry.get("step")
-        number = _is_number if kind == "float" else lambda v: isinstance(v, int) and not isinstance(v, bool)
+        number = is_number if kind == "float" else is_integer
         for key, value in (("low", low), ("high", high)):
             if not number(value):
                 return key, value, f"must be {'a number' if kind == 'float' else 'an integer'}"
@@ -117,7 +119,7 @@ def check_space(space: Any) -> None:
 
 def check_conditional_sweeps(config: DictConfig) -> None:
     """A command-line sweep over a dependent parameter would be sampled in every trial: refuse it."""
-    dependent = {e.param: name for name, e in config.search.space.items() if e.get("when")}
+    dependent = {e.param: name for name, e in entries(config).items() if e.get("when")}
     for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
         key = override.get_key_element()
         if override.is_sweep_override() and key in dependent:
