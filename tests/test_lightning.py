@@ -8,6 +8,7 @@ import time
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from hreg.build import build_context, build_hooks
@@ -15,6 +16,7 @@ from hreg.engines import fit
 from hreg.engines.lightning import LifecycleCallback, MNISTDataModule, build_trainer
 from hreg.lifecycle import Lifecycle
 from hreg.result import Status
+from hreg.schedule import is_eval_epoch
 from hreg.search.study import database_url
 from tests.conftest import QUICK, compose_config, events, one_error_line, read_result, run_train, start_train
 
@@ -61,6 +63,8 @@ def test_a_lightning_run_has_the_native_runs_record_events_and_checkpoints(tmp_p
         assert set(lightning_tags[kind]) == set(native_tags[kind]), kind
     assert [e.step for e in events(lightning).Scalars("accuracy/val")] == [1, 2, 4, 5]
     assert {p.name for p in (lightning / "checkpoints").iterdir()} == {"last.ckpt", "best.ckpt"}
+    # Lightning validated at epochs 2 and 4 only; its last.ckpt holds the last epoch all the same (0-based).
+    assert torch.load(lightning / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 4
 
 
 def test_lightnings_own_settings_pass_through(tmp_path):
@@ -127,7 +131,7 @@ def test_ddp_in_a_multirun_is_refused_with_one_line(tmp_path):
 
 def test_ctrl_c_ends_a_lightning_run_cleanly_with_its_record(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_train("epochs=200", "eval_every=1", "engine=lightning", "monitor=none", f"hydra.run.dir={run_dir}",
+    proc = start_train("epochs=200", "eval_every=7", "engine=lightning", "monitor=none", f"hydra.run.dir={run_dir}",
                        cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (run_dir / "result.json").exists():  # written at the first evaluation
@@ -137,5 +141,9 @@ def test_ctrl_c_ends_a_lightning_run_cleanly_with_its_record(tmp_path):
     assert proc.wait(timeout=60) == 128 + signal.SIGINT
     result = read_result(run_dir)
     assert result["status"] == "interrupted" and "SIGINT" in result["error"] and result["epochs_completed"] < 200
-    assert result["history"][-1]["epoch"] == result["epochs_completed"]
+    completed = result["epochs_completed"]
+    assert result["history"][-1]["epoch"] == max(e for e in range(1, completed + 1) if is_eval_epoch(e, 200, 7))
     assert "Lightning checkpoints" in proc.stdout.read()
+    # Lightning validates every 7 epochs; its last.ckpt still holds the epoch the run stopped at (10 batches each).
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 10 * completed

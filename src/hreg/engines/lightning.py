@@ -237,9 +237,15 @@ class LifecycleCallback(Callback):
             except StopRun as stop:
                 self.stop = stop
         stopping = self.stop is not None
+        # ModelCheckpoint saves at Lightning's own validations only (every eval_every epochs): the epoch a run
+        # ends at is saved here, where the native loop's last.pt would be (not after a divergence).
+        keep_last = (stopping or epoch == cfg.epochs) and ending(self.stop).status.clean_end
         if trainer.world_size > 1:
-            stopping = trainer.strategy.broadcast(stopping, src=0)
+            stopping, keep_last = trainer.strategy.broadcast((stopping, keep_last), src=0)
         trainer.should_stop = trainer.should_stop or stopping
+        if keep_last:  # every process calls it: the strategy writes once
+            last = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
+            trainer.save_checkpoint(checkpoint_dir(self.run.ctx.run_dir) / last)
 
 
 def build_trainer(ctx: RunContext, callback: LifecycleCallback) -> tuple[L.Trainer, EarlyStopping | None]:
