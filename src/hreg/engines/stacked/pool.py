@@ -81,8 +81,9 @@ class Pool:
                     stack.close()
                 raise
         occupancy = sum(self.samples) / len(self.samples) if self.samples else 1.0
-        log.info("pool of %s slots: %d jobs in %.1f s; occupancy %.0f%% while jobs remained to be asked",
-                 self.max_members, self.index, time.perf_counter() - started, 100 * occupancy)
+        slots = "no slots (no job could start)" if self.max_members is None else f"{self.max_members} slots"
+        log.info("pool of %s: %d jobs in %.1f s; occupancy %.0f%% while jobs remained to be asked",
+                 slots, self.index, time.perf_counter() - started, 100 * occupancy)
         return occupancy
 
     def fill(self) -> None:

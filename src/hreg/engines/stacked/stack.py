@@ -321,7 +321,12 @@ class StackProgress(Progress):
         return {"training": len(stack), "best_val_acc": best}
 
     def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
-        return {"training": f"{metrics['training']}/{self.size}", "best_val_acc": f"{metrics['best_val_acc']:.4f}"}
+        return {"training": f"{metrics['training']}/{self.size}", "best_val_acc": best_text(metrics['best_val_acc'])}
 
     def describe(self, metrics: dict[str, float]) -> str:
-        return f"stack of {self.size}: {metrics['training']} training | best val acc {metrics['best_val_acc']:.4f}"
+        return f"stack of {self.size}: {metrics['training']} training | best val acc {best_text(metrics['best_val_acc'])}"
+
+
+def best_text(accuracy: float) -> str:
+    """The training members' best validation accuracy; ``-`` once none trains (or none has been evaluated)."""
+    return "-" if math.isnan(accuracy) else f"{accuracy:.4f}"
