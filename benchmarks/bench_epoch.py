@@ -14,13 +14,14 @@ measurement and what a part spends beyond its products is in view.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-from floor import EVALUATED_IMAGES, TRAIN_IMAGES, eval_flops, gemm_work, peak_rate, sync, train_epoch_flops
+from floor import BATCH, EVALUATED_IMAGES, TRAIN_IMAGES, eval_flops, gemm_work, peak_rate, sync, train_epoch_flops
 from hreg.data import Split
 from hreg.engines.native import train_epoch
 from hreg.metrics import eval_chunk, predict
@@ -28,7 +29,6 @@ from hreg.model import MLP
 from hreg.regularizer import WeightPenalty
 
 CHUNKS = (512, 1024, 2048, 4096, 8192, 20000, EVALUATED_IMAGES)
-BATCH = 300
 EPOCHS = 10
 EPOCH = f"training epoch (native loop, {EPOCHS} in a row)"
 PRODUCTS = "products alone: "
@@ -64,8 +64,9 @@ def main() -> None:
     floors = {name: eval_flops() for name in parts if name.startswith("evaluation")}
     floors[EPOCH] = train_epoch_flops()
     # Each part's matrix products alone, timed in the same rounds (``floor.gemm_work``).
-    alone = {f"evaluation, chunks of {c}": gemm_work(device, c)[1] for c in CHUNKS}
-    alone[EPOCH] = lambda epoch=gemm_work(device, eval_chunk(device))[0]: [epoch() for _ in range(EPOCHS)]
+    epoch, evaluation = gemm_work(device)
+    alone = {f"evaluation, chunks of {c}": functools.partial(evaluation, c) for c in CHUNKS}
+    alone[EPOCH] = lambda: [epoch() for _ in range(EPOCHS)]
     parts |= {PRODUCTS + name: work for name, work in alone.items()}
     samples: dict[str, list[float]] = {name: [] for name in parts}
     for work in parts.values():  # warm-up

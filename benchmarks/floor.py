@@ -26,10 +26,10 @@ from hreg.schedule import is_eval_epoch
 WIDTHS = (784, 100, 100, 100, 10)
 #: Multiply-adds of one image's forward pass.
 MACS_PER_IMAGE = sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:]))
-TRAIN_IMAGES = 3000
-EVALUATED_IMAGES = 70000
 #: The evaluated splits' sizes (train, val, test): each is evaluated in chunks of its own.
 SPLITS = (3000, 57000, 10000)
+TRAIN_IMAGES = SPLITS[0]
+EVALUATED_IMAGES = sum(SPLITS)
 BATCH = 300
 
 
@@ -62,17 +62,18 @@ def peak_rate(device: torch.device | str = "cpu", size: int = 2048, reps: int = 
 
 def gemm_seconds(device: torch.device | str, chunk: int, tries: int = 5) -> tuple[float, float]:
     """Seconds of one training epoch's and one evaluation's matrix products alone (best of ``tries``)."""
-    epoch, evaluation = gemm_work(device, chunk)
-    return best_seconds(epoch, device, tries, reps=10), best_seconds(evaluation, device, tries, reps=1)
+    epoch, evaluation = gemm_work(device)
+    return best_seconds(epoch, device, tries, reps=10), best_seconds(lambda: evaluation(chunk), device, tries, reps=1)
 
 
-def gemm_work(device: torch.device | str, chunk: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One training epoch's and one evaluation's matrix products, replayed alone at the run's shapes.
+def gemm_work(device: torch.device | str) -> tuple[Callable[[], None], Callable[[int], None]]:
+    """One training epoch's and one evaluation's (in chunks of a given size) matrix products, replayed alone
+    at the run's shapes, on one set of operands.
 
     The products are the ones torch runs for the native loop: per batch, each layer's forward
     ``addmm(bias, x, W.t())``, and in backward its weight gradient ``g.t() @ x`` and (but for the
     first layer, whose input needs none) its input gradient ``g @ W``; per evaluation, each layer's
-    forward over every split in chunks of ``chunk`` rows. Operands are random: a product's time does
+    forward over every split in chunks of the given number of rows. Operands are random: a product's time does
     not depend on its values (denormals aside, which the run flushes).
     """
     weights = [torch.randn(out, into, device=device) * 0.05 for into, out in zip(WIDTHS, WIDTHS[1:])]
@@ -90,7 +91,7 @@ def gemm_work(device: torch.device | str, chunk: int) -> tuple[Callable[[], None
                 if layer:
                     grad.mm(w)
 
-    def evaluation() -> None:
+    def evaluation(chunk: int) -> None:
         for split in images:
             for rows in split.split(chunk):
                 for w, b in zip(weights, biases):

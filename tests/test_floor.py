@@ -43,11 +43,11 @@ def test_the_replay_makes_the_default_runs_products() -> None:
     assert (len(data.train), len(data.val), len(data.test)) == SPLITS and len(data.train) == TRAIN_IMAGES
     model = MLP()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    epoch, evaluation = gemm_work("cpu", eval_chunk(torch.device("cpu")))
+    epoch, evaluation = gemm_work("cpu")
 
     trained = products(lambda: train_epoch(model, data.train, cfg.data.batch_size, optimizer, WeightPenalty()))
     evaluated = products(lambda: evaluate_all(model, data))
 
     assert sum(trained.values()) == 10 * 11  # 10 batches of 300: 4 forward, 4 weight and 3 input gradients
     assert trained == products(epoch)
-    assert evaluated == products(evaluation)
+    assert evaluated == products(lambda: evaluation(eval_chunk(torch.device("cpu"))))
